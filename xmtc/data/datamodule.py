@@ -1,0 +1,224 @@
+"""LightningDataModule for XMTC corpora in AttentionXML raw-text or APLC-XLNet CSV form.
+
+Batches carry raw texts and dense 0/1 targets; the model turns texts into tensors itself (the same
+path it uses to score raw text for the attack suite), so data and model cannot disagree on it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xmtc.data.label_stats import PROPENSITY_PRESETS, LabelStats, PropensityPreset
+from xmtc.data.readers import (
+    DataFormatError,
+    RawSplit,
+    has_split,
+    read_label_names,
+    read_split,
+    read_text_lines,
+)
+from xmtc.data.tokenizer import WordTokenizer
+
+
+class LabelledTexts(Dataset):
+    """Texts with their label indices (ragged); targets are densified per batch, never per dataset."""
+
+    def __init__(self, texts: list[str], labels: list[np.ndarray] | None) -> None:
+        self.texts = texts
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> tuple[int, str, np.ndarray | None]:
+        return i, self.texts[i], None if self.labels is None else self.labels[i]
+
+
+class Collate:
+    """Batch of ``{"index", "texts", "targets"}`` with a dense (B, L) float target matrix."""
+
+    def __init__(self, num_labels: int) -> None:
+        self.num_labels = num_labels
+
+    def __call__(self, items: list[tuple[int, str, np.ndarray | None]]) -> dict[str, Any]:
+        index, texts, labels = zip(*items, strict=True)
+        batch: dict[str, Any] = {"index": torch.tensor(index), "texts": list(texts)}
+        if labels[0] is not None:
+            rows = np.repeat(np.arange(len(labels)), [len(y) for y in labels])
+            cols = np.concatenate(labels)
+            targets = torch.zeros(len(labels), self.num_labels)
+            targets[torch.from_numpy(rows), torch.from_numpy(cols)] = 1.0
+            batch["targets"] = targets
+        return batch
+
+
+class XMTCDataModule(L.LightningDataModule):
+    """An XMTC dataset directory: splits, label statistics and the word vocabulary.
+
+    Args:
+        data_dir: directory in AttentionXML form (``{split}_raw_texts.txt[.gz]``, ``{split}_labels.txt``,
+            optional ``label_names.tsv``) or APLC-XLNet form (``{split}.csv``, ``labels.txt``).
+        val_split: name of the validation split; when its files are absent, ``val_fraction`` of the
+            training documents are held out (seeded) instead.
+        val_fraction: share of training documents carved out for validation when needed (0 = none).
+        test_split: name of the test split.
+        predict_file: raw text file (one document per line, ``.txt`` or ``.txt.gz``) for ``predict``.
+        max_length: words kept per document.
+        max_vocab_size: most frequent training words kept; others map to ``<unk>``.
+        min_word_freq: minimum training count of a vocabulary word.
+        lowercase: lower-case before tokenizing.
+        propensity: Jain et al. (A, B) for inverse propensities: a preset (``default`` 0.55/1.5,
+            ``wiki`` 0.5/0.4, ``amazon`` 0.6/2.6) or an explicit ``[A, B]``.
+        batch_size: training batch size (per device).
+        eval_batch_size: batch size for validation, test and predict (default: ``batch_size``).
+        num_workers: DataLoader workers.
+        on_invalid: ``error`` stops at the first bad document naming file and line; ``skip`` drops
+            empty documents, undecodable lines and blank label lines, printing one count per split.
+        seed: seed of the validation carve-out.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/eurlex57k-demo",
+        val_split: str = "dev",
+        val_fraction: float = 0.1,
+        test_split: str = "test",
+        predict_file: str | None = None,
+        max_length: int = 500,
+        max_vocab_size: int = 100_000,
+        min_word_freq: int = 1,
+        lowercase: bool = True,
+        propensity: PropensityPreset | tuple[float, float] = "default",
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        on_invalid: Literal["error", "skip"] = "error",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if isinstance(propensity, str) and propensity not in PROPENSITY_PRESETS:
+            raise ValueError(f"data.propensity: unknown preset {propensity!r}; use one of "
+                             f"{sorted(PROPENSITY_PRESETS)} or [A, B]")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir)
+        self.datasets: dict[str, LabelledTexts] = {}
+
+    # -- label space and vocabulary: read once, cached; needed at instantiation by argument linking --
+
+    @cached_property
+    def _train_and_carved_val(self) -> tuple[RawSplit, RawSplit | None]:
+        train = read_split(self.data_dir, "train", on_invalid=self.hparams.on_invalid)
+        if has_split(self.data_dir, self.hparams.val_split) or self.hparams.val_fraction == 0:
+            return train, None
+        n = len(train.texts)
+        perm = np.random.default_rng(self.hparams.seed).permutation(n)
+        n_val = max(1, int(round(n * self.hparams.val_fraction)))
+        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+
+        def take(idx: np.ndarray, name: str) -> RawSplit:
+            return RawSplit([train.texts[i] for i in idx], [train.labels[i] for i in idx],
+                            [train.ids[i] for i in idx], f"{train.source} ({name})")
+
+        return take(train_idx, "train part"), take(val_idx, f"seeded {self.hparams.val_fraction:.0%} validation part")
+
+    @property
+    def train_split(self) -> RawSplit:
+        return self._train_and_carved_val[0]
+
+    @cached_property
+    def label_stats(self) -> LabelStats:
+        """Label space = labels seen in the training split, most frequent first."""
+        train = self.train_split
+        counts = Counter(lab for labels in train.labels for lab in labels)
+        label_ids = sorted(counts, key=lambda lab: (-counts[lab], lab))
+        names = read_label_names(self.data_dir)
+        propensity = self.hparams.propensity
+        a, b = PROPENSITY_PRESETS[propensity] if isinstance(propensity, str) else propensity
+        return LabelStats(
+            label_ids=label_ids,
+            label_names=[names.get(lab, lab) for lab in label_ids],
+            freqs=np.array([counts[lab] for lab in label_ids], dtype=np.int64),
+            num_train_docs=len(train.texts),
+            propensity_a=float(a),
+            propensity_b=float(b),
+        )
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_stats)
+
+    @cached_property
+    def tokenizer(self) -> WordTokenizer:
+        """Word vocabulary of the training split (AttentionXML)."""
+        return WordTokenizer.build(
+            self.train_split.texts,
+            max_size=self.hparams.max_vocab_size,
+            min_freq=self.hparams.min_word_freq,
+            lowercase=self.hparams.lowercase,
+            max_length=self.hparams.max_length,
+        )
+
+    # -- Lightning hooks --
+
+    def _labelled(self, split: RawSplit, name: str) -> LabelledTexts:
+        index = {lab: i for i, lab in enumerate(self.label_stats.label_ids)}
+        unseen = Counter(lab for labels in split.labels for lab in labels if lab not in index)
+        if unseen and name != "train":
+            warnings.warn(
+                f"{split.source}: {len(unseen)} labels ({sum(unseen.values())} assignments) never occur in "
+                f"training; they are outside the label space and ignored by the metrics", stacklevel=2)
+        labels = [np.array([index[lab] for lab in labels if lab in index], dtype=np.int64)
+                  for labels in split.labels]
+        return LabelledTexts(split.texts, labels)
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if stage == "fit":
+            train, carved_val = self._train_and_carved_val
+            self.datasets["train"] = self._labelled(train, "train")
+            if carved_val is not None:
+                self.datasets["val"] = self._labelled(carved_val, "val")
+        if stage in ("fit", "validate") and "val" not in self.datasets:
+            if has_split(self.data_dir, hp.val_split):
+                val = read_split(self.data_dir, hp.val_split, on_invalid=hp.on_invalid)
+                self.datasets["val"] = self._labelled(val, "val")
+            elif stage == "validate" and self._train_and_carved_val[1] is not None:
+                self.datasets["val"] = self._labelled(self._train_and_carved_val[1], "val")
+        if stage == "test":
+            self.datasets["test"] = self._labelled(
+                read_split(self.data_dir, hp.test_split, on_invalid=hp.on_invalid), "test")
+        if stage == "predict":
+            if hp.predict_file is None:
+                raise DataFormatError("predict needs a raw text file: set --data.predict_file FILE")
+            self.datasets["predict"] = LabelledTexts(read_text_lines(hp.predict_file), None)
+
+    def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
+        if name not in self.datasets:
+            raise DataFormatError(f"no {name} data in {self.data_dir}")
+        bs = self.hparams.batch_size if name == "train" else (self.hparams.eval_batch_size or self.hparams.batch_size)
+        return DataLoader(self.datasets[name], batch_size=bs, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers, collate_fn=Collate(self.num_labels),
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val") if "val" in self.datasets else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

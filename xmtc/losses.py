@@ -1,0 +1,102 @@
+"""Loss heads: normal, propensity-weighted (PW) and PW + class-balanced (PW-cb), paper eq. 4.6.
+
+    l(y, s) = sum_j  w_j * y_j * l+(s_j)  +  (1 - y_j) * l-(s_j)
+
+Only the positive part is reweighted (Qaraei et al., 2021; NOTES §3). The surrogate is binary
+cross-entropy on logits or the squared hinge. Weights come from the training label statistics and
+live in a buffer, so a checkpoint carries the exact weights it was trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xmtc.data.label_stats import LabelStats
+
+Surrogate = Literal["bce", "squared_hinge"]
+
+
+def positive_and_negative_parts(logits: Tensor, surrogate: Surrogate) -> tuple[Tensor, Tensor]:
+    """Element-wise l+(s) (loss if the label is true) and l-(s) (loss if it is not)."""
+    if surrogate == "bce":
+        return F.softplus(-logits), F.softplus(logits)  # -log sigmoid(s), -log(1 - sigmoid(s))
+    if surrogate == "squared_hinge":
+        return F.relu(1.0 - logits).square(), F.relu(1.0 + logits).square()
+    raise ValueError(f"unknown surrogate {surrogate!r}; expected 'bce' or 'squared_hinge'")
+
+
+class LossHead(nn.Module):
+    """Base loss head: weights 1 for every label (the normal loss).
+
+    Args:
+        surrogate: ``bce`` (binary cross-entropy on logits) or ``squared_hinge``.
+        normalize: rescale the positive weights to mean 1 over the labels seen in training (they
+            sum to the number of labels, as in PWXMC), so the learning rate means the same for
+            every head.
+    """
+
+    def __init__(self, surrogate: Surrogate = "bce", normalize: bool = True) -> None:
+        super().__init__()
+        positive_and_negative_parts(torch.zeros(1), surrogate)  # fail early on a bad name
+        self.surrogate = surrogate
+        self.normalize = normalize
+        self.register_buffer("pos_weight", torch.ones(0))
+
+    def label_weights(self, stats: LabelStats) -> np.ndarray:
+        return np.ones(len(stats))
+
+    def bind(self, stats: LabelStats) -> None:
+        """Compute the per-label positive weights from the training label statistics."""
+        w = np.asarray(self.label_weights(stats), dtype=np.float64)
+        seen = stats.freqs > 0
+        if self.normalize and seen.any():
+            w = w / w[seen].mean()
+        self.pos_weight = torch.as_tensor(w, dtype=torch.float32, device=self.pos_weight.device)
+
+    def resize(self, num_labels: int) -> None:
+        """Allocate the weight buffer before a checkpoint's state is loaded into it."""
+        self.pos_weight = torch.ones(num_labels, device=self.pos_weight.device)
+
+    def forward(self, logits: Tensor, targets: Tensor, label_index: Tensor | None = None) -> Tensor:
+        """Mean loss over rows and labels.
+
+        ``label_index`` selects the weights of a subset of labels (the columns of ``logits``), for
+        heads that score only part of the label space at a time (APLC clusters).
+        """
+        if logits.shape != targets.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
+        w = self.pos_weight if label_index is None else self.pos_weight[label_index]
+        if w.numel() != logits.shape[-1]:
+            raise ValueError(f"loss head has {w.numel()} label weights, logits have {logits.shape[-1]} labels")
+        pos, neg = positive_and_negative_parts(logits.float(), self.surrogate)
+        y = targets.to(pos.dtype)
+        return (w * y * pos + (1.0 - y) * neg).mean()
+
+
+class NormalLoss(LossHead):
+    """The unweighted loss: C_j = W_j = 1."""
+
+
+class PWLoss(LossHead):
+    """Propensity-weighted: W_j = 2 / p_j - 1, unbiased under missing labels."""
+
+    def label_weights(self, stats: LabelStats) -> np.ndarray:
+        return 2.0 * stats.inv_propensity - 1.0
+
+
+class PWCBLoss(LossHead):
+    """PW plus class-balancing: C_j W_j with C_j = (1 - beta) / (1 - beta^n_j); C_j = 0 if n_j = 0."""
+
+    def __init__(self, beta: float = 0.9, surrogate: Surrogate = "bce", normalize: bool = True) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        super().__init__(surrogate=surrogate, normalize=normalize)
+        self.beta = beta
+
+    def label_weights(self, stats: LabelStats) -> np.ndarray:
+        return stats.class_balanced(self.beta) * (2.0 * stats.inv_propensity - 1.0)

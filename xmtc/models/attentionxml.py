@@ -1,0 +1,129 @@
+"""AttentionXML (You et al., 2019), flat variant: embedding -> BiLSTM -> label-wise attention -> MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
+
+from xmtc.data.label_stats import LabelStats
+from xmtc.data.tokenizer import WordTokenizer, load_word_vectors
+from xmtc.losses import LossHead
+from xmtc.models.base import _CKPT_KEY, XMTCModule
+
+
+class LabelWiseAttention(nn.Module):
+    """One attention distribution over tokens per label: context (B, L, D) = softmax_T(H W_l) H."""
+
+    def __init__(self, hidden: int, num_labels: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(hidden, num_labels, bias=False)
+        nn.init.xavier_uniform_(self.query.weight)
+
+    def forward(self, states: Tensor, mask: Tensor) -> Tensor:
+        logits = self.query(states).masked_fill(~mask.unsqueeze(-1), float("-inf"))  # (B, T, L)
+        weights = torch.softmax(logits, dim=1)
+        return weights.transpose(1, 2) @ states  # (B, L, D)
+
+
+class AttentionXML(XMTCModule):
+    """AttentionXML for up to ~30k labels (the flat model; no label tree).
+
+    Args:
+        tokenizer: word vocabulary (linked from the datamodule); saved in the checkpoint.
+        label_stats: training label statistics (linked from the datamodule).
+        loss: loss head (``xmtc.losses.NormalLoss``, ``PWLoss`` or ``PWCBLoss``).
+        embedding_dim: word vector size (300 for GloVe 840B).
+        word_vectors: optional GloVe-format text file to initialise the embedding from.
+        freeze_embedding: keep the embedding fixed (the paper's Wiki10-31K setting).
+        hidden_size: BiLSTM units per direction.
+        num_layers: BiLSTM layers.
+        linear_sizes: hidden layers of the per-label MLP shared by all labels.
+        embedding_dropout: dropout on word vectors.
+        dropout: dropout before the MLP.
+        optimizer, lr_scheduler, ks, freq_bins, predict_top_k: see ``XMTCModule``.
+        vocab_size, num_labels: set from the linked objects; given explicitly only on restore.
+    """
+
+    def __init__(
+        self,
+        tokenizer: WordTokenizer | None = None,
+        label_stats: LabelStats | None = None,
+        loss: LossHead | None = None,
+        embedding_dim: int = 300,
+        word_vectors: str | None = None,
+        freeze_embedding: bool = False,
+        hidden_size: int = 256,
+        num_layers: int = 1,
+        linear_sizes: Sequence[int] = (256,),
+        embedding_dropout: float = 0.2,
+        dropout: float = 0.5,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        ks: Sequence[int] = (1, 3, 5),
+        freq_bins: Sequence[int] = (5, 20, 100, 500),
+        predict_top_k: int = 10,
+        vocab_size: int | None = None,
+        num_labels: int | None = None,
+    ) -> None:
+        super().__init__(label_stats=label_stats, loss=loss, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                         ks=ks, freq_bins=freq_bins, predict_top_k=predict_top_k, num_labels=num_labels)
+        if tokenizer is None and vocab_size is None:
+            raise ValueError("AttentionXML needs a tokenizer (linked from the datamodule) or vocab_size")
+        self.tokenizer = tokenizer
+        vocab_size = len(tokenizer) if tokenizer is not None else int(vocab_size)
+        self.save_xmtc_hparams(vocab_size=vocab_size)
+
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=WordTokenizer.pad_id)
+        if word_vectors is not None and tokenizer is not None:
+            weight, found = load_word_vectors(word_vectors, tokenizer, embedding_dim)
+            self.embedding.weight.data.copy_(weight)
+            print(f"word vectors: {found}/{vocab_size} vocabulary words found in {word_vectors}")
+        self.embedding.weight.requires_grad_(not freeze_embedding)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
+                            bidirectional=True)
+        self.attention = LabelWiseAttention(2 * hidden_size, self.num_labels)
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        width = 2 * hidden_size
+        for size in linear_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def encode(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        if self.tokenizer is None:
+            raise RuntimeError("this model has no tokenizer; load it from an xmtc checkpoint")
+        ids = [torch.from_numpy(self.tokenizer.encode(t)) for t in texts]
+        return {"input_ids": pad_sequence(ids, batch_first=True, padding_value=WordTokenizer.pad_id),
+                "lengths": torch.tensor([len(x) for x in ids])}
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        ids, lengths = inputs["input_ids"], inputs["lengths"]
+        x = self.embedding_dropout(self.embedding(ids))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
+        mask = torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device).unsqueeze(1)
+        context = self.attention(states, mask)  # (B, L, 2H)
+        return self.mlp(context).squeeze(-1)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.tokenizer is not None:
+            checkpoint[_CKPT_KEY]["tokenizer"] = self.tokenizer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint[_CKPT_KEY].get("tokenizer")
+        if state is None:
+            raise ValueError("checkpoint has no word tokenizer; it cannot score raw text")
+        saved = WordTokenizer.from_state_dict(state)
+        if self.tokenizer is not None and self.tokenizer.vocab != saved.vocab:
+            raise ValueError("the data's vocabulary differs from the checkpoint's: was the checkpoint "
+                             "trained on another dataset or with other tokenizer settings?")
+        self.tokenizer = saved
