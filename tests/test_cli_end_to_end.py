@@ -119,3 +119,22 @@ def test_print_config_of_every_shipped_config(capsys):
             main(["fit", f"--config={config}", "--print_config"])
         assert exit_info.value.code in (0, None), config
         assert "class_path: xmtc.models" in capsys.readouterr().out, config
+
+
+def test_wandb_offline_run_holds_metrics_and_config(tmp_path):
+    import wandb
+    from wandb_records import config, history
+
+    data = write_axml(tmp_path / "toy", {"train": 120, "test": 30})
+    main(["fit", f"--config={REPO / 'configs' / 'demo_axml.yaml'}", f"--data.init_args.data_dir={data}",
+          "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+          "--trainer.logger=lightning.pytorch.loggers.WandbLogger", "--trainer.logger.init_args.offline=true",
+          f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.project=xmtc-test",
+          *TINY_MODEL])
+    wandb.finish()  # a CLI process finishes the run at exit; in-process we do it by hand
+    run_file = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    rows = [r for r in history(run_file) if "val/P@1" in r]
+    assert len(rows) == 2 and rows[-1]["trainer/global_step"] > rows[0]["trainer/global_step"]
+    assert {"val/nDCG@5", "val/PSP@5", "val/P@5/freq_0-5"} <= set(rows[-1])
+    cfg = config(run_file)
+    assert cfg["hidden_size"] == 16 and cfg["data_dir"] == str(data) and cfg["num_labels"] == 5

@@ -16,6 +16,9 @@ class XMTCCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.label_stats", "model.init_args.label_stats", apply_on="instantiate")
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer", apply_on="instantiate")
+        # the sizes too, so that logged and checkpointed hyperparameters show the real values
+        parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
     def before_predict(self) -> None:
         if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):

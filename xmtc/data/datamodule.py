@@ -169,6 +169,10 @@ class XMTCDataModule(L.LightningDataModule):
             max_length=self.hparams.max_length,
         )
 
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
     # -- Lightning hooks --
 
     def _labelled(self, split: RawSplit, name: str) -> LabelledTexts:

@@ -75,6 +75,8 @@ class AttentionXML(XMTCModule):
         if tokenizer is None and vocab_size is None:
             raise ValueError("AttentionXML needs a tokenizer (linked from the datamodule) or vocab_size")
         self.tokenizer = tokenizer
+        if tokenizer is not None and vocab_size is not None and vocab_size != len(tokenizer):
+            raise ValueError(f"vocab_size={vocab_size} but the tokenizer has {len(tokenizer)} words")
         vocab_size = len(tokenizer) if tokenizer is not None else int(vocab_size)
         self.save_xmtc_hparams(vocab_size=vocab_size)
 

@@ -60,6 +60,8 @@ class XMTCModule(L.LightningModule):
         if label_stats is None and num_labels is None:
             raise ValueError("the model needs label_stats (linked from the datamodule) or num_labels")
         self.num_labels = len(label_stats) if label_stats is not None else int(num_labels)
+        if num_labels is not None and num_labels != self.num_labels:
+            raise ValueError(f"num_labels={num_labels} but the label statistics have {self.num_labels} labels")
         self.loss = loss if loss is not None else NormalLoss()
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler

@@ -1,0 +1,43 @@
+# xmtc: make demo | make test | make bench | make lint | make install
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_ID := $(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install demo test bench lint clean
+
+# The venv marker is pyproject.toml's install, so `make demo`/`make test` work as a first command.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: the local CPU wheel, not the multi-GB CUDA build
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev,use]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Train AttentionXML on the bundled EURLEX57K subset, test it, and label three documents.
+demo: $(VENV)/.installed
+	$(PY) -m xmtc fit --config configs/demo_axml.yaml --trainer.logger.init_args.version=$(RUN_ID)
+	$(PY) -m xmtc test --config configs/demo_axml.yaml --trainer.logger.init_args.version=$(RUN_ID)-test \
+	  --ckpt_path logs/demo_axml/$(RUN_ID)/checkpoints/last.ckpt
+	zcat data/eurlex57k-demo/test_raw_texts.txt.gz | head -n 3 > logs/demo_axml/$(RUN_ID)/three_docs.txt
+	$(PY) -m xmtc predict --config configs/demo_axml.yaml --trainer.logger.init_args.version=$(RUN_ID)-predict \
+	  --ckpt_path logs/demo_axml/$(RUN_ID)/checkpoints/last.ckpt \
+	  --data.init_args.predict_file logs/demo_axml/$(RUN_ID)/three_docs.txt --model.init_args.predict_top_k 5
+	$(PY) scripts/show_predictions.py logs/demo_axml/$(RUN_ID)-predict/predictions.jsonl \
+	  data/eurlex57k-demo/test_labels.txt data/eurlex57k-demo/label_names.tsv
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/bench_metrics.py
+	$(PY) bench/bench_attentionxml.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check xmtc tests bench scripts
+
+clean:
+	rm -rf logs wandb .pytest_cache
