@@ -18,7 +18,8 @@ ATTRIBUTION = """# EURLEX57K demo subset
 
 A seeded sample of EURLEX57K (Chalkidis, Fergadiotis, Malakasiotis, Androutsopoulos: "Large-Scale
 Multi-Label Text Classification on EU Legislation", ACL 2019), built by
-`python scripts/make_demo_subset.py <eurlex57k> data/eurlex57k-demo --train {n_train} --test {n_test} --words {words} --seed {seed}`.
+`python scripts/make_demo_subset.py <eurlex57k> data/eurlex57k-demo \\
+  --train {n_train} --test {n_test} --words {words} --seed {seed}`.
 
 Every document is truncated to its first {words} words. Labels are EuroVoc concept ids, names in
 `label_names.tsv`. The data is distributed under CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/);

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from toydata import REPO, toy_corpus, write_axml
 
 from xmtc.cli import main
 from xmtc.data.readers import DataFormatError
 from xmtc.losses import NormalLoss
 from xmtc.models import AttentionXML
-
-from toydata import REPO, toy_corpus, write_axml
 
 TINY_MODEL = [
     "--model.init_args.embedding_dim=16", "--model.init_args.hidden_size=16", "--model.init_args.linear_sizes=[16]",
@@ -40,7 +39,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 def test_fit_learns_the_toy_task_and_logs_metrics(trained):
     _, logs, _ = trained
-    rows = list(csv.DictReader(open(next(logs.rglob("metrics.csv")), encoding="utf-8")))
+    with open(next(logs.rglob("metrics.csv")), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
     val = [r for r in rows if r.get("val/P@1")]
     assert len(val) == 6
     assert float(val[-1]["val/P@1"]) > 0.9

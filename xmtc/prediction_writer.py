@@ -32,7 +32,8 @@ class JsonlPredictionWriter(BasePredictionWriter):
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = self._path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._part = open(path.with_suffix(f".rank{trainer.global_rank}.part"), "w", encoding="utf-8")
+        part = path.with_suffix(f".rank{trainer.global_rank}.part")
+        self._part = open(part, "w", encoding="utf-8")  # noqa: SIM115 (open across hooks, closed at epoch end)
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, torch.Tensor],
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
