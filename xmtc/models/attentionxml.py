@@ -17,17 +17,20 @@ from xmtc.models.base import _CKPT_KEY, XMTCModule
 
 
 class LabelWiseAttention(nn.Module):
-    """One attention distribution over tokens per label: context (B, L, D) = softmax_T(H W_l) H."""
+    """One attention distribution over tokens per label: context (B, L, D) = softmax_T(W_l H^T) H.
+
+    Scores are computed directly as (B, L, T) so the softmax runs over the contiguous last axis.
+    """
 
     def __init__(self, hidden: int, num_labels: int) -> None:
         super().__init__()
-        self.query = nn.Linear(hidden, num_labels, bias=False)
-        nn.init.xavier_uniform_(self.query.weight)
+        self.query = nn.Parameter(torch.empty(num_labels, hidden))
+        nn.init.xavier_uniform_(self.query)
 
     def forward(self, states: Tensor, mask: Tensor) -> Tensor:
-        logits = self.query(states).masked_fill(~mask.unsqueeze(-1), float("-inf"))  # (B, T, L)
-        weights = torch.softmax(logits, dim=1)
-        return weights.transpose(1, 2) @ states  # (B, L, D)
+        logits = torch.matmul(self.query, states.transpose(1, 2))  # (B, L, T)
+        logits.masked_fill_(~mask.unsqueeze(1), float("-inf"))  # in place: a fresh tensor, not needed by backward
+        return torch.softmax(logits, dim=-1) @ states  # (B, L, D)
 
 
 class AttentionXML(XMTCModule):
@@ -44,7 +47,7 @@ class AttentionXML(XMTCModule):
         num_layers: BiLSTM layers.
         linear_sizes: hidden layers of the per-label MLP shared by all labels.
         embedding_dropout: dropout on word vectors.
-        dropout: dropout before the MLP.
+        dropout: dropout on the BiLSTM states.
         optimizer, lr_scheduler, ks, freq_bins, predict_top_k: see ``XMTCModule``.
         vocab_size, num_labels: set from the linked objects; given explicitly only on restore.
     """
@@ -90,7 +93,8 @@ class AttentionXML(XMTCModule):
         self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers=num_layers, batch_first=True,
                             bidirectional=True)
         self.attention = LabelWiseAttention(2 * hidden_size, self.num_labels)
-        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        self.dropout = nn.Dropout(dropout)  # on the BiLSTM states, as AttentionXML (not on the B x L x D contexts)
+        layers: list[nn.Module] = []
         width = 2 * hidden_size
         for size in linear_sizes:
             layers += [nn.Linear(width, size), nn.ReLU()]
@@ -111,7 +115,7 @@ class AttentionXML(XMTCModule):
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
         mask = torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device).unsqueeze(1)
-        context = self.attention(states, mask)  # (B, L, 2H)
+        context = self.attention(self.dropout(states), mask)  # (B, L, 2H)
         return self.mlp(context).squeeze(-1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
