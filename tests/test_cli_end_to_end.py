@@ -138,3 +138,14 @@ def test_wandb_offline_run_holds_metrics_and_config(tmp_path):
     assert {"val/nDCG@5", "val/PSP@5", "val/P@5/freq_0-5"} <= set(rows[-1])
     cfg = config(run_file)
     assert cfg["hidden_size"] == 16 and cfg["data_dir"] == str(data) and cfg["num_labels"] == 5
+
+
+def test_callback_snippets_append_to_any_config(capsys):
+    args = ["fit", f"--config={REPO / 'configs' / 'demo_axml.yaml'}"]
+    for snippet in sorted((REPO / "callbacks").glob("*.yaml")):
+        args.append(f"--trainer.callbacks+={snippet}")
+    with pytest.raises(SystemExit):
+        main([*args, "--print_config"])
+    out = capsys.readouterr().out
+    for name in ("StochasticWeightAveraging", "EarlyStopping", "JsonlPredictionWriter"):
+        assert f"class_path: lightning.pytorch.callbacks.{name}" in out or f"xmtc.prediction_writer.{name}" in out
