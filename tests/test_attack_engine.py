@@ -1,0 +1,423 @@
+"""The attack engine (goal, importance, greedy search) on small real scorers whose answers are known.
+
+``KeywordScorer``: label scores are sigmoids of weighted keyword counts, with dyadic weights so every
+logit is exact whatever the batch; which word drives which label is therefore known in advance.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+from xmtc.attack.base import AttackResult, Change, TextScorer, Transformation
+from xmtc.attack.goal import GoalTarget, QueryBudgetExhausted, TargetedGoal, max_changes
+from xmtc.attack.importance import gradient_importance, mask_importance, token_gradient_norms
+from xmtc.attack.reference import reference_greedy_attack
+from xmtc.attack.search import GreedyWordSearch, usable_candidates
+from xmtc.attack.stopwords import is_stop_word
+
+
+class KeywordScorer(nn.Module):
+    """score[l] = sigmoid(bias[l] + Σ_words weight[word][l]); counts its calls and texts."""
+
+    def __init__(self, weights: dict[str, dict[int, float]], bias: Sequence[float]) -> None:
+        super().__init__()
+        self.vocab = {w: i for i, w in enumerate(sorted(weights))}
+        w = torch.zeros(len(bias), len(self.vocab))
+        for word, per_label in weights.items():
+            for label, value in per_label.items():
+                w[label, self.vocab[word]] = value
+        self.register_buffer("weight", w)
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32))
+        self.calls = 0
+        self.texts_scored = 0
+
+    @torch.no_grad()
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
+        self.calls += 1
+        self.texts_scored += len(texts)
+        counts = torch.zeros(len(texts), len(self.vocab))
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                j = self.vocab.get(word.strip(".,;:!?\"'()"))
+                if j is not None:
+                    counts[i, j] += 1
+        return torch.sigmoid(counts @ self.weight.T + self.bias)
+
+
+class DictTransformation:
+    """Fixed candidates per word (lower-cased lookup); records the positions it was asked about."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.asked: list[int] = []
+
+    def candidates(self, words: Sequence[str], positions: Sequence[int]) -> list[list[str]]:
+        self.asked.extend(positions)
+        return [list(self.table.get(words[p].lower(), [])) for p in positions]
+
+
+# labels: 0 fish, 1 outdoor, 2 family, 3 morning, 4 music, 5 other
+WEIGHTS = {
+    "fishing": {0: 4.0},
+    "angling": {0: 0.25},
+    "boating": {0: 1.5, 1: 0.5},
+    "trout": {0: 5.0},
+    "lake": {0: 0.5, 1: 1.0},
+    "summer": {1: 1.0},
+    "grandpa": {2: 2.5},
+    "morning": {3: 2.0},
+    "music": {4: 3.5},
+    "the": {0: 6.0},  # a stop word that would be the most important word if it could be attacked
+}
+BIAS = [-1.0, -1.0, -1.25, -1.5, -1.75, -2.0]
+K = 3
+# logits: 0: 3.5, 1: 1.0, 2: 1.25, 3: 0.5, 4: -1.75, 5: -2  -> top-3 = {0, 2, 1}; "fishing" drives label 0
+DOC_A = "grandpa enjoys fishing near quiet lake every sunny summer morning"  # 10 words: 1 change at 10%
+# a 12-word text that needs two changes: label 0 logit 7 -> 3.5 -> -0.5
+DOC_C = "grandpa loves fishing trips and weekend fishing contests near summer morning shores"
+FLIP = {"fishing": ["boating", "angling"]}
+
+
+@pytest.fixture
+def scorer() -> KeywordScorer:
+    return KeywordScorer(WEIGHTS, BIAS)
+
+
+def make_search(scorer: TextScorer, table: dict[str, list[str]], **kw) -> GreedyWordSearch:
+    goal = TargetedGoal(scorer, k=K, batch_size=kw.pop("batch_size", 64), query_budget=kw.pop("query_budget", None))
+    return GreedyWordSearch(goal, DictTransformation(table), **kw)
+
+
+# -- goal --
+
+
+def test_goal_batches_caches_and_counts(scorer: KeywordScorer) -> None:
+    goal = TargetedGoal(scorer, k=K, batch_size=4)
+    texts = [f"fishing {i}" for i in range(10)]
+    rows = goal.scores(texts + texts[:3])  # duplicates inside one request are sent once
+    assert rows.shape == (13, 6)
+    assert (goal.queries, goal.calls, scorer.calls) == (10, 3, 3)
+    torch.testing.assert_close(rows[10:], rows[:3])
+    goal.scores(texts[::2])  # all cached
+    assert (goal.queries, scorer.calls) == (10, 3)
+    assert torch.equal(goal.scores(["lake"])[0], scorer.score_texts(["lake"])[0])
+    goal.reset()
+    assert (goal.queries, goal.calls) == (0, 0)
+    goal.scores(texts[:1])
+    assert goal.queries == 1
+
+
+def test_goal_query_budget_refuses_before_sending(scorer: KeywordScorer) -> None:
+    goal = TargetedGoal(scorer, k=K, query_budget=5)
+    goal.scores(["a", "b", "c"])
+    with pytest.raises(QueryBudgetExhausted):
+        goal.scores(["a", "d", "e", "f"])  # 3 new texts, 3 + 3 > 5
+    assert goal.queries == 3 and scorer.calls == 1
+    goal.scores(["a", "d", "e"])  # exactly at the budget
+    assert goal.queries == 5
+
+
+def test_goal_lru_cache_is_bounded(scorer: KeywordScorer) -> None:
+    goal = TargetedGoal(scorer, k=K, max_cache=2)
+    rows = goal.scores(["a", "b", "c"])
+    assert rows.shape[0] == 3 and len(goal._cache) == 2
+    goal.scores(["c"])
+    assert goal.queries == 3
+    goal.scores(["a"])  # evicted: sent again
+    assert goal.queries == 4
+
+
+def test_rank_topk_success_and_progress(scorer: KeywordScorer) -> None:
+    goal = TargetedGoal(scorer, k=K)
+    row = goal.scores([DOC_A])[0]
+    assert goal.topk(row) == [0, 2, 1]
+    assert [goal.rank(row, label) for label in range(6)] == [1, 3, 2, 4, 5, 6]
+    pos, why = goal.target_for(row, "positive", 0)
+    assert pos == GoalTarget("positive", (0,)) and why == ""
+    assert goal.target_for(row, "positive", 4)[0] is None
+    assert goal.target_for(row, "negative", 0)[0] is None
+    neg = goal.target_for(row, "negative", [4])[0]
+    assert neg == GoalTarget("negative", (4,))
+    non = goal.target_for(row, "nontargeted", [0, 2, 5])[0]
+    assert non == GoalTarget("nontargeted", (0, 2))
+    assert not goal.is_success(row, pos) and not goal.is_success(row, neg) and not goal.is_success(row, non)
+    flipped = goal.scores([DOC_A.replace("fishing", "angling")])
+    assert goal.is_success(flipped[0], pos) and goal.is_success(flipped[0], non)
+    gained = goal.progress(flipped, pos, row)
+    expected = torch.sigmoid(torch.tensor(3.5)) - torch.sigmoid(torch.tensor(-0.25))
+    assert gained.item() == pytest.approx(expected.item())
+    assert goal.progress(flipped, GoalTarget("negative", (0,)), row).item() == pytest.approx(-gained.item())
+    assert goal.progress(flipped, non, row).item() == pytest.approx(gained.item())  # label 2 unchanged
+
+
+def test_max_changes_floor_rule() -> None:
+    assert [max_changes(n, 0.1) for n in (5, 9, 10, 12, 19, 20)] == [0, 0, 1, 1, 1, 2]
+    assert max_changes(100, 0.29) == 29 and max_changes(7, 0.7) == 4
+
+
+def test_usable_candidates_filters() -> None:
+    assert usable_candidates("fishing", ["fishing", "the", "", "two words", "angling", "angling", "boat"]) == [
+        "angling", "boat"]
+
+
+# -- importance --
+
+
+@pytest.mark.parametrize("mask_token", ["[UNK]", None])
+def test_importance_ranks_driving_word_first(scorer: KeywordScorer, mask_token: str | None) -> None:
+    goal = TargetedGoal(scorer, k=K)
+    words = DOC_A.split()
+    row = goal.scores([DOC_A])[0]
+    target = goal.target_for(row, "positive", 0)[0]
+    imp = mask_importance(goal, words, target, row, mask_token)
+    assert imp.shape == (len(words),)
+    assert int(torch.argmax(imp)) == words.index("fishing")
+    assert imp[words.index("lake")] > 0 and imp[words.index("grandpa")] == 0
+    assert goal.queries == 1 + len(words) and goal.calls == 2  # all masked copies in one call
+
+
+@pytest.mark.parametrize("mask_token", ["[UNK]", None])
+def test_importance_includes_last_word_and_skips_stop_words(scorer: KeywordScorer, mask_token: str | None) -> None:
+    goal = TargetedGoal(scorer, k=K)
+    words = ["grandpa", "went", "to", "the", "lake", "for", "fishing"]
+    row = goal.scores([" ".join(words)])[0]
+    target = goal.target_for(row, "positive", 0)[0]
+    imp = mask_importance(goal, words, target, row, mask_token)
+    assert int(torch.argmax(imp)) == len(words) - 1
+    stop = [i for i, w in enumerate(words) if is_stop_word(w)]
+    assert stop == [2, 3, 5] and all(imp[i] == -math.inf for i in stop)
+    assert goal.queries == 1 + len(words) - len(stop)  # stop words are not even scored
+
+
+# -- search --
+
+
+def test_positive_attack_finds_the_flipping_substitution(scorer: KeywordScorer) -> None:
+    search = make_search(scorer, FLIP, max_change_rate=0.1)
+    result = search.attack(DOC_A, 0, "positive")
+    assert result.success and result.status == "success"
+    assert result.changes == [Change(2, "fishing", "angling")]  # boating makes less progress
+    assert result.adversarial_text == DOC_A.replace("fishing", "angling")
+    assert (result.rank_before, result.topk_before) == (1, [0, 2, 1])
+    assert result.rank_after == 4 and 0 not in result.topk_after
+    assert result.queries == 1 + 10 + 2 and result.num_words == 10
+    assert result.similarity is None and result.change_rate == pytest.approx(0.1)
+
+
+def test_stop_words_are_never_attacked(scorer: KeywordScorer) -> None:
+    text = "the grandpa likes the fishing"
+    search = make_search(scorer, {"the": ["angling"], "fishing": ["boating"]}, max_change_rate=1.0)
+    result = search.attack(text, 0, "positive")
+    assert all(not is_stop_word(text.split()[p]) for p in search.transformation.asked)
+    assert all(c.old != "the" for c in result.changes)
+
+
+def test_negative_attack(scorer: KeywordScorer) -> None:
+    search = make_search(scorer, {"quiet": ["music"]})
+    result = search.attack(DOC_A, 4, "negative")
+    assert result.success and result.changes == [Change(4, "quiet", "music")]
+    assert 4 not in result.topk_before and 4 in result.topk_after
+    assert result.rank_before == 5 and result.rank_after == 2
+
+
+def test_nontargeted_attack(scorer: KeywordScorer) -> None:
+    search = make_search(scorer, FLIP)
+    result = search.attack(DOC_A, [0, 2, 5], "nontargeted")
+    assert result.success and result.target == 0 and result.rank_after > K
+    assert "gamma=[0, 2]" in result.message
+
+
+def test_precondition_skips(scorer: KeywordScorer) -> None:
+    search = make_search(scorer, FLIP)
+    for target, kind in [(4, "positive"), (0, "negative"), ([4, 5], "nontargeted")]:
+        result = search.attack(DOC_A, target, kind)
+        assert result.status == "skipped" and not result.success and result.message
+        assert result.queries == 1 and result.adversarial_text == DOC_A and result.changes == []
+    assert search.transformation.asked == []
+
+
+def test_change_budget_floor_rule(scorer: KeywordScorer) -> None:
+    assert len(DOC_C.split()) == 12
+    table = {"fishing": ["angling"]}
+    tight = make_search(scorer, table, max_change_rate=0.1).attack(DOC_C, 0, "positive")  # floor(1.2) = 1
+    assert tight.status == "change_budget" and not tight.success
+    assert tight.changes == [Change(2, "fishing", "angling")]
+    assert tight.queries == 1 + 11 + 1  # stopped before asking about the next position
+    enough = make_search(scorer, table, max_change_rate=0.2).attack(DOC_C, 0, "positive")  # floor(2.4) = 2
+    assert enough.success and [c.position for c in enough.changes] == [2, 6]
+
+
+def test_query_budget(scorer: KeywordScorer) -> None:
+    early = make_search(scorer, FLIP, query_budget=5).attack(DOC_A, 0, "positive")
+    assert early.status == "query_budget" and not early.success and early.queries == 1
+    assert early.adversarial_text == DOC_A and early.rank_after == early.rank_before
+    late = make_search(scorer, FLIP, query_budget=11).attack(DOC_A, 0, "positive")  # importance fits, candidates not
+    assert late.status == "query_budget" and late.queries == 11 and late.changes == []
+    ok = make_search(scorer, FLIP, query_budget=13).attack(DOC_A, 0, "positive")
+    assert ok.success and ok.queries == 13
+
+
+def test_unhelpful_position_keeps_its_word(scorer: KeywordScorer) -> None:
+    # every candidate for "fishing" raises label 0 (trout) or is no better; "lake" -> "summer" helps a little
+    table = {"fishing": ["trout", "fishing"], "lake": ["summer"]}
+    result = make_search(scorer, table, max_change_rate=1.0).attack(DOC_A, 0, "positive")
+    words = result.adversarial_text.split()
+    assert words[2] == "fishing"  # the reference code would have kept "trout", the last candidate
+    assert result.changes == [Change(5, "lake", "summer")]
+    assert result.status == "failed" and not result.success
+
+
+def test_compares_with_current_not_original_scores() -> None:
+    # "boating" first lowers label 0 a lot; at the next word, "x" gains nothing over the CURRENT text
+    # but would look like progress against the original one.
+    scorer = KeywordScorer({"fishing": {0: 4.0}, "boating": {0: 0.5}, "lake": {0: 3.0}, "pond": {0: 3.0}},
+                           [-1.0, 1.5, 1.25, 1.0])
+    result = make_search(scorer, {"fishing": ["boating"], "lake": ["pond"]}, max_change_rate=1.0).attack(
+        "fishing lake", 0, "positive")
+    assert result.changes == [Change(0, "fishing", "boating")] and result.status == "failed"
+
+
+def test_candidate_batch_off_same_decisions(scorer: KeywordScorer) -> None:
+    batched = make_search(scorer, FLIP).attack(DOC_A, 0, "positive")
+    assert scorer.calls == 3  # original, masked copies, the two candidates
+    single = make_search(scorer, FLIP, candidate_batch=False).attack(DOC_A, 0, "positive")
+    assert single == batched and scorer.calls == 3 + 4
+
+
+# -- the engine against the plain reference implementation --
+
+
+def random_world(seed: int) -> tuple[KeywordScorer, dict[str, list[str]], list[str]]:
+    rng = random.Random(seed)
+    content = [f"w{i}" for i in range(30)]
+    stops = ["the", "of", "and", "with"]
+    num_labels = 10
+    weights = {w: {lab: rng.randint(-8, 16) / 4 for lab in rng.sample(range(num_labels), 2)} for w in content}
+    weights["the"] = {0: 2.0}
+    bias = [rng.randint(-12, 0) / 4 for _ in range(num_labels)]
+    table = {w: rng.sample([c for c in content if c != w], rng.randint(0, 4)) + rng.sample(stops, 1)
+             for w in content}
+    texts = [" ".join(rng.choices(content + stops, k=rng.randint(6, 24))) for _ in range(12)]
+    return KeywordScorer(weights, bias), table, texts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_engine_matches_reference(seed: int) -> None:
+    scorer, table, texts = random_world(seed)
+    rng = random.Random(100 + seed)
+    engine_calls = reference_calls = compared = 0
+    outcomes = set()
+    for i, text in enumerate(texts):
+        row = scorer.score_texts([text])[0]
+        top = torch.topk(row, K).indices.tolist()
+        rest = [j for j in range(row.numel()) if j not in top]
+        kind = ("positive", "negative", "nontargeted")[i % 3]
+        target = (rng.choice(top) if kind == "positive" else rng.choice(rest) if kind == "negative"
+                  else rng.sample(range(row.numel()), 4))
+        rate = rng.choice([0.1, 0.2, 0.5])
+        mask = "[UNK]" if i % 2 else None
+        before = scorer.calls
+        ours = make_search(scorer, table, max_change_rate=rate, mask_token=mask, batch_size=8).attack(
+            text, target, kind)
+        engine_calls += scorer.calls - before
+        before = scorer.calls
+        ref = reference_greedy_attack(scorer, text, target, kind, DictTransformation(table), k=K,
+                                      max_change_rate=rate, mask_token=mask)
+        reference_calls += scorer.calls - before
+        assert ref.queries == scorer.calls - before  # one text per call
+        for field in ("status", "success", "adversarial_text", "changes", "queries", "target", "rank_before",
+                      "rank_after", "topk_before", "topk_after", "num_words"):
+            assert getattr(ours, field) == getattr(ref, field), (field, seed, i)
+        outcomes.add(ours.status)
+        compared += 1
+    assert compared == len(texts) and len(outcomes) >= 2
+    assert engine_calls * 2 < reference_calls  # ~3x here (batch_size 8, <= 4 candidates); far more at K = 48
+
+
+def test_reference_query_budget_same_decisions(scorer: KeywordScorer) -> None:
+    for budget in (5, 11, 12, 13):
+        ours = make_search(scorer, FLIP, query_budget=budget).attack(DOC_A, 0, "positive")
+        ref = reference_greedy_attack(scorer, DOC_A, 0, "positive", DictTransformation(FLIP), k=K,
+                                      query_budget=budget)
+        assert (ours.status, ours.adversarial_text, ours.changes) == (ref.status, ref.adversarial_text, ref.changes)
+        assert ref.queries <= budget
+
+
+# -- white box --
+
+
+@pytest.fixture
+def tiny_axml():
+    from xmtc.data.label_stats import LabelStats
+    from xmtc.data.tokenizer import WordTokenizer
+    from xmtc.models import AttentionXML
+
+    torch.manual_seed(0)
+    tok = WordTokenizer.build(["grandpa enjoys fishing near the quiet lake", "trip music morning s"])
+    stats = LabelStats(["a", "b", "c"], ["A", "B", "C"], np.array([5, 3, 1]), 10, 0.55, 1.5)
+    model = AttentionXML(tokenizer=tok, label_stats=stats, embedding_dim=8, hidden_size=8, linear_sizes=[8])
+    model.train()
+    return model
+
+
+def test_gradient_importance_on_attentionxml(tiny_axml) -> None:
+    text = "Grandpa's fishing-trip near the lake, zzzunknown --"
+    words = text.split()
+    imp = gradient_importance(tiny_axml, text, 1)
+    assert imp.shape == (len(words),) and tiny_axml.training  # training mode restored
+    assert imp[3] == -math.inf  # "the"
+    others = [i for i in range(len(words)) if i != 3]
+    assert all(math.isfinite(imp[i]) for i in others)
+    assert imp[-1] == 0.0 and all(imp[i] > 0 for i in others[:-1])  # "--" has no tokens
+    assert all(p.grad is None for p in tiny_axml.parameters())
+
+    # independent check: the gradient w.r.t. a leaf embedding fed in place of the embedding layer
+    tiny_axml.eval()
+    inputs = tiny_axml.encode([text])
+    emb = tiny_axml.embedding(inputs["input_ids"]).detach().requires_grad_(True)
+    clone = copy.deepcopy(tiny_axml)
+
+    class Fixed(nn.Module):
+        def forward(self, ids: Tensor) -> Tensor:
+            return emb
+
+    clone.embedding = Fixed()
+    torch.sigmoid(clone(inputs))[0, 1].backward()
+    norms = emb.grad[0].norm(dim=-1).double()
+    # tokens: grandpa s | fishing trip | near | the | lake | zzzunknown
+    assert torch.allclose(token_gradient_norms(tiny_axml, " ".join(words), [1]), norms)
+    expected = [norms[0:2].max(), norms[2:4].max(), norms[4], None, norms[6], norms[7]]
+    for i, value in enumerate(expected):
+        if value is not None:
+            assert imp[i].item() == pytest.approx(value.item())
+
+
+def test_gradient_search_runs_on_attentionxml(tiny_axml) -> None:
+    goal = TargetedGoal(tiny_axml, k=2)
+    row = goal.scores(["grandpa enjoys fishing near the quiet lake"])[0]
+    target = goal.topk(row)[0]
+    search = GreedyWordSearch(goal, DictTransformation({"fishing": ["music", "trip"], "lake": ["morning"]}),
+                              max_change_rate=0.5, importance="gradient")
+    result = search.attack("grandpa enjoys fishing near the quiet lake", target, "positive")
+    assert isinstance(result, AttackResult) and result.status in {"success", "failed", "change_budget"}
+    assert 1 <= result.queries <= 1 + 3 and goal.calls <= 3  # no masked copies: gradients cost no queries
+
+
+def test_gradient_importance_needs_embeddings(scorer: KeywordScorer) -> None:
+    with pytest.raises(TypeError, match="embedding"):
+        gradient_importance(scorer, DOC_A, 0)
+    with pytest.raises(TypeError, match="embedding"):
+        make_search(scorer, FLIP, importance="gradient")
+
+
+def test_protocols() -> None:
+    assert isinstance(KeywordScorer(WEIGHTS, BIAS), TextScorer)
+    assert isinstance(DictTransformation({}), Transformation)

@@ -1,0 +1,205 @@
+"""Multilabel attack goals (paper §3): what counts as success, and how far a text moved toward it.
+
+``TargetedGoal`` is also the only door to the model: it batches texts, caches their scores per attacked
+example and counts queries against an optional budget, so every component (importance, search) that
+scores text through it is batched, cached and counted in the same way. Scores are used as the model
+gives them (per-label probabilities); nothing is softmaxed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from xmtc.attack.base import AttackKind, TextScorer
+
+ATTACK_KINDS: tuple[str, ...] = ("positive", "negative", "nontargeted")
+
+
+class QueryBudgetExhausted(RuntimeError):
+    """Raised before sending texts that would take the query count past the budget (nothing is sent)."""
+
+    def __init__(self, queries: int, requested: int, budget: int) -> None:
+        super().__init__(f"query budget exhausted: {queries} queries used, {requested} more requested, "
+                         f"budget {budget}")
+        self.queries = queries
+        self.requested = requested
+        self.budget = budget
+
+
+@dataclass(frozen=True)
+class GoalTarget:
+    """The labels Γ an attack acts on, fixed from the original text's top-k (paper eq. 3.2-3.4).
+
+    positive: Γ = A₁ ∩ Ŷ_k(S); negative: Γ = A₋₁ \\ Ŷ_k(S); nontargeted: Γ = true labels ∩ Ŷ_k(S).
+    """
+
+    kind: AttackKind
+    labels: tuple[int, ...]
+
+
+def as_label_list(target: int | Sequence[int] | Tensor) -> list[int]:
+    """A target given as one label index or a sequence of them, as a list of ints."""
+    if isinstance(target, numbers.Integral):
+        return [int(target)]
+    if isinstance(target, Tensor):
+        return [int(t) for t in target.reshape(-1).tolist()]
+    return [int(t) for t in target]
+
+
+def progress_toward(rows: Tensor, target: GoalTarget, reference: Tensor) -> Tensor:
+    """Signed move toward the goal of each row relative to ``reference`` (float64, shape (len(rows),)).
+
+    positive / nontargeted: Σ_{j∈Γ} reference[j] - row[j] (the drop); negative: Σ_{j∈Γ} row[j] - reference[j].
+    Summed label by label in Γ order, in float64, so that a one-row-at-a-time implementation computes the
+    very same numbers (equal decisions, even on near-ties).
+    """
+    rows = rows.reshape(-1, rows.shape[-1])
+    acc = torch.zeros(rows.shape[0], dtype=torch.float64)
+    for label in target.labels:
+        diff = rows[:, label].double() - reference[label].double()
+        acc += diff if target.kind == "negative" else -diff
+    return acc
+
+
+class TargetedGoal:
+    """Success tests and progress for multilabel attacks, plus batched, cached, counted scoring.
+
+    Args:
+        scorer: the model under attack (anything with ``score_texts``).
+        k: size of the predicted set Ŷ_k (5 in the paper).
+        batch_size: texts per ``score_texts`` call.
+        query_budget: maximum number of texts sent to the model per attacked example (None: unlimited).
+        max_cache: scored rows kept per attacked example (least recently used dropped first); bounds
+            memory at large label counts (a 31k-label row is ~124 kB). None: unbounded.
+    """
+
+    def __init__(
+        self,
+        scorer: TextScorer,
+        k: int = 5,
+        batch_size: int = 64,
+        query_budget: int | None = None,
+        max_cache: int | None = 4096,
+    ) -> None:
+        if not isinstance(scorer, TextScorer):
+            raise TypeError(f"the scorer must have score_texts(texts, batch_size); got {type(scorer).__name__}")
+        if k < 1 or batch_size < 1:
+            raise ValueError(f"k and batch_size must be >= 1; got k={k}, batch_size={batch_size}")
+        if query_budget is not None and query_budget < 0:
+            raise ValueError(f"query_budget must be >= 0 or None; got {query_budget}")
+        self.scorer = scorer
+        self.k = k
+        self.batch_size = batch_size
+        self.query_budget = query_budget
+        self.max_cache = max_cache
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self.queries = 0  # texts sent to the model since reset()
+        self.calls = 0  # score_texts calls since reset()
+
+    def reset(self) -> None:
+        """Start a new attacked example: empty cache, zero counters."""
+        self._cache.clear()
+        self.queries = 0
+        self.calls = 0
+
+    # -- scoring --
+
+    def scores(self, texts: Sequence[str]) -> Tensor:
+        """Scores (len(texts), L) on the CPU; only texts not cached are sent, in batches of ``batch_size``.
+
+        Texts of several documents may be mixed in one call: the cache is keyed by the text alone.
+        Raises ``QueryBudgetExhausted`` (sending nothing) when the new texts would exceed the budget.
+        """
+        fresh: dict[str, Tensor] = {}
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            if self.query_budget is not None and self.queries + len(missing) > self.query_budget:
+                raise QueryBudgetExhausted(self.queries, len(missing), self.query_budget)
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start:start + self.batch_size]
+                out = self.scorer.score_texts(chunk, batch_size=self.batch_size).detach().float().cpu()
+                if out.ndim != 2 or out.shape[0] != len(chunk):
+                    raise ValueError(f"score_texts returned shape {tuple(out.shape)} for {len(chunk)} texts")
+                self.calls += 1
+                self.queries += len(chunk)
+                for text, row in zip(chunk, out, strict=True):
+                    fresh[text] = row.clone()  # a copy, so one cached row does not keep its whole batch alive
+        rows = []
+        for text in texts:
+            row = fresh.get(text)
+            if row is None:
+                row = self._cache[text]
+                self._cache.move_to_end(text)
+            rows.append(row)
+        for text, row in fresh.items():
+            self._cache[text] = row
+        if self.max_cache is not None:
+            while len(self._cache) > self.max_cache:
+                self._cache.popitem(last=False)
+        if not rows:
+            return torch.zeros(0, 0)
+        return torch.stack(rows)
+
+    # -- rankings --
+
+    def topk(self, row: Tensor) -> list[int]:
+        """Ŷ_k: indices of the k largest scores (``torch.topk``; its tie order is the one used everywhere)."""
+        return torch.topk(row, min(self.k, row.numel())).indices.tolist()
+
+    @staticmethod
+    def rank(row: Tensor, label: int) -> int:
+        """1-based rank of ``label``: 1 + number of labels with a strictly greater score."""
+        return 1 + int((row > row[label]).sum())
+
+    # -- the goal --
+
+    def target_for(self, row: Tensor, kind: AttackKind, target: int | Sequence[int]) -> tuple[GoalTarget | None, str]:
+        """Γ from the original scores, or (None, why) when the precondition fails (the example is skipped).
+
+        positive: the target labels in Ŷ_k; negative: those not in Ŷ_k; nontargeted: ``target`` holds the
+        true labels and Γ their correctly predicted ones (those in Ŷ_k).
+        """
+        if kind not in ATTACK_KINDS:
+            raise ValueError(f"unknown attack kind {kind!r}; expected one of {ATTACK_KINDS}")
+        labels = as_label_list(target)
+        if not labels:
+            raise ValueError("empty target")
+        bad = [t for t in labels if not 0 <= t < row.numel()]
+        if bad:
+            raise ValueError(f"target labels {bad} out of range for {row.numel()} labels")
+        top = set(self.topk(row))
+        if kind == "negative":
+            gamma = tuple(t for t in labels if t not in top)
+            why = f"negative attack: target {labels} already in the top-{self.k}"
+        else:
+            gamma = tuple(t for t in labels if t in top)
+            why = (f"positive attack: target {labels} not in the top-{self.k}" if kind == "positive" else
+                   f"nontargeted attack: none of the true labels {labels} is in the top-{self.k}")
+        return (GoalTarget(kind, gamma), "") if gamma else (None, why)
+
+    def is_success(self, row: Tensor, target: GoalTarget) -> bool:
+        """positive: every label of Γ left Ŷ_k; negative: every label of Γ entered Ŷ_k;
+        nontargeted: at least one label of Γ left Ŷ_k."""
+        top = set(self.topk(row))
+        if target.kind == "positive":
+            return all(t not in top for t in target.labels)
+        if target.kind == "negative":
+            return all(t in top for t in target.labels)
+        return any(t not in top for t in target.labels)
+
+    def progress(self, rows: Tensor, target: GoalTarget, reference: Tensor) -> Tensor:
+        """Move toward the goal of each row relative to ``reference`` (eq. 3.2-3.4); see ``progress_toward``."""
+        return progress_toward(rows, target, reference)
+
+
+def max_changes(num_words: int, max_change_rate: float) -> int:
+    """Words an attack may change: floor(rate * n), e.g. 1 of 12 words at 10% (tolerant to 0.29 * 100 =
+    28.999...)."""
+    return max(0, math.floor(max_change_rate * num_words + 1e-9))

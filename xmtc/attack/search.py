@@ -1,0 +1,165 @@
+"""Greedy search by word importance (paper §3.2, Algorithm 1), without the reference code's bugs (NOTES §2).
+
+Words are visited in descending importance; at each position all candidate substitutions are scored in
+ONE batched goal call and the one moving the target furthest toward the goal, relative to the CURRENT
+text's scores (eq. 3.4: S^{t-1}, not the original S), is kept, but only if it makes progress (> 0):
+otherwise the word stays as it was (the reference code kept the last candidate tried). The attack stops
+as soon as the goal holds, when the change budget floor(θ·n) is spent, or when the query budget is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from xmtc.attack.base import AttackKind, AttackResult, Change, Transformation
+from xmtc.attack.goal import GoalTarget, QueryBudgetExhausted, TargetedGoal, as_label_list, max_changes
+from xmtc.attack.importance import _check_gradient_model, gradient_importance, mask_importance
+from xmtc.attack.stopwords import is_stop_word
+
+ImportanceMethod = Literal["mask", "gradient"]
+
+
+def usable_candidates(word: str, candidates: Sequence[str]) -> list[str]:
+    """Candidates in their order, minus duplicates, the word itself, stop words, and anything that is not
+    exactly one whitespace-free word (it would shift the positions of ``text.split()``)."""
+    seen: set[str] = set()
+    out = []
+    for c in candidates:
+        if c in seen or c == word or not c or c.split() != [c] or is_stop_word(c):
+            continue
+        seen.add(c)
+        out.append(c)
+    return out
+
+
+def replaced_text(words: Sequence[str], position: int, new: str) -> str:
+    return " ".join([*words[:position], new, *words[position + 1:]])
+
+
+def visit_order(importance: Tensor) -> list[int]:
+    """Positions by descending importance, ties by position; -inf (stop words) and NaN are never visited."""
+    values = importance.tolist()
+    return sorted((i for i, v in enumerate(values) if math.isfinite(v)), key=lambda i: (-values[i], i))
+
+
+def reported_label(goal: TargetedGoal, gamma: Sequence[int], after: Tensor) -> int:
+    """The one label an AttackResult reports: for nontargeted attacks, the Γ label ranked lowest after the
+    attack (on success, one that left the top-k); ties by Γ order."""
+    return max(gamma, key=lambda t: (goal.rank(after, t), -gamma.index(t)))
+
+
+class GreedyWordSearch:
+    """Greedy word-substitution attack on one (document, target) pair at a time.
+
+    Args:
+        goal: success test, batching, caching, query budget; ``goal.scorer`` is the attacked model.
+        transformation: proposes substitutions (a masked LM in the paper).
+        max_change_rate: θ; at most floor(θ·n) of the n words may change.
+        mask_token: what replaces a word when measuring its importance; None deletes the word.
+        importance: "mask" (black box, eq. 3.1-3.3) or "gradient" (white box; no queries; needs a model
+            with ``embedding``, ``encode`` and ``tokenizer`` such as AttentionXML).
+        candidate_batch: score all candidates of a position in one call (False: one call each; for
+            benchmarks, same decisions).
+    """
+
+    def __init__(
+        self,
+        goal: TargetedGoal,
+        transformation: Transformation,
+        max_change_rate: float = 0.1,
+        mask_token: str | None = "[UNK]",
+        importance: ImportanceMethod = "mask",
+        candidate_batch: bool = True,
+    ) -> None:
+        if not 0.0 <= max_change_rate <= 1.0:
+            raise ValueError(f"max_change_rate must be in [0, 1]; got {max_change_rate}")
+        if importance not in ("mask", "gradient"):
+            raise ValueError(f"importance must be 'mask' or 'gradient'; got {importance!r}")
+        if importance == "gradient":
+            _check_gradient_model(goal.scorer)
+        if not isinstance(transformation, Transformation):
+            raise TypeError(f"transformation must have candidates(words, positions); got {type(transformation)}")
+        self.goal = goal
+        self.transformation = transformation
+        self.max_change_rate = max_change_rate
+        self.mask_token = mask_token
+        self.importance = importance
+        self.candidate_batch = candidate_batch
+
+    def word_importance(self, words: Sequence[str], target: GoalTarget, reference: Tensor) -> Tensor:
+        if self.importance == "gradient":
+            return gradient_importance(self.goal.scorer, " ".join(words), list(target.labels))
+        return mask_importance(self.goal, words, target, reference, self.mask_token)
+
+    def _score_candidates(self, texts: list[str]) -> Tensor:
+        if self.candidate_batch:
+            return self.goal.scores(texts)
+        return torch.cat([self.goal.scores([t]) for t in texts])
+
+    def attack(self, text: str, target: int | list[int], kind: AttackKind) -> AttackResult:
+        """Attack one document. ``target``: one label for positive/negative attacks; the true labels for a
+        nontargeted one (Γ = those in the original top-k)."""
+        goal = self.goal
+        goal.reset()
+        labels = as_label_list(target)
+        if kind != "nontargeted" and len(labels) != 1:
+            raise ValueError(f"a {kind} attack takes one target label; got {labels}")
+        words = text.split()
+        original = " ".join(words)
+        result = AttackResult(kind=kind, target=labels[0], success=False, status="failed", original_text=text,
+                              adversarial_text=original, num_words=len(words))
+        try:
+            before = goal.scores([original])[0]
+        except QueryBudgetExhausted as e:
+            result.status, result.message = "query_budget", str(e)
+            return result
+        gamma, why = goal.target_for(before, kind, labels)
+        result.topk_before, result.topk_after = goal.topk(before), goal.topk(before)
+        if gamma is None:
+            result.rank_before = result.rank_after = goal.rank(before, labels[0])
+            result.status, result.message, result.queries = "skipped", why, goal.queries
+            return result
+
+        current, after = list(words), before
+        budget = max_changes(len(words), self.max_change_rate)
+        status: str | None = None
+        try:
+            order = visit_order(self.word_importance(words, gamma, before))
+            if not order:
+                result.message = "no attackable words (all are stop words)"
+            for pos in order:
+                if len(result.changes) >= budget:
+                    status = "change_budget"
+                    break
+                options = self.transformation.candidates(current, [pos])[0]
+                options = usable_candidates(current[pos], options)
+                if not options:
+                    continue
+                rows = self._score_candidates([replaced_text(current, pos, c) for c in options])
+                gains = goal.progress(rows, gamma, after)
+                best = int(torch.argmax(gains))  # first of equal maxima, as a strict ">" loop would pick
+                if gains[best] <= 0:
+                    continue  # no candidate helps: the word stays
+                result.changes.append(Change(pos, current[pos], options[best]))
+                current[pos], after = options[best], rows[best]
+                if goal.is_success(after, gamma):
+                    status = "success"
+                    break
+        except QueryBudgetExhausted as e:
+            status, result.message = "query_budget", str(e)
+
+        result.status = status or "failed"  # type: ignore[assignment]
+        result.success = result.status == "success"
+        result.adversarial_text = " ".join(current)
+        result.queries = goal.queries
+        result.target = labels[0] if kind != "nontargeted" else reported_label(goal, gamma.labels, after)
+        result.rank_before, result.rank_after = goal.rank(before, result.target), goal.rank(after, result.target)
+        result.topk_after = goal.topk(after)
+        if kind == "nontargeted":
+            result.message = (result.message + "; " if result.message else "") + f"gamma={list(gamma.labels)}"
+        return result
