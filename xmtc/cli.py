@@ -8,6 +8,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from xmtc.data.datamodule import XMTCDataModule
 from xmtc.models.base import XMTCModule
 from xmtc.prediction_writer import JsonlPredictionWriter
+from xmtc.trainer import XMTCTrainer
 
 
 class XMTCCLI(LightningCLI):
@@ -20,6 +21,10 @@ class XMTCCLI(LightningCLI):
         parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "attack": {"model", "datamodule"}}
+
     def before_predict(self) -> None:
         if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(JsonlPredictionWriter())
@@ -31,6 +36,7 @@ def main(args: list[str] | None = None) -> XMTCCLI:
         XMTCDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        trainer_class=XMTCTrainer,
         args=args,
         trainer_defaults={
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}},

@@ -109,6 +109,15 @@ def label_representations(doc_features: sp.csr_matrix, labels: Sequence[np.ndarr
     return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ reps
 
 
+def label_clusters(train_texts: Sequence[str], train_labels: Sequence[np.ndarray], num_labels: int,
+                   min_size: int = 3, seed: int = 0, max_features: int = 100_000) -> np.ndarray:
+    """Cluster id per label: balanced 2-means over the summed TF-IDF of each label's training documents."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    x = TfidfVectorizer(max_features=max_features, sublinear_tf=True, dtype=np.float32).fit_transform(train_texts)
+    return balanced_2means(label_representations(x, train_labels, num_labels), min_size=min_size, seed=seed)
+
+
 def balanced_2means(reps: sp.csr_matrix, min_size: int = 3, seed: int = 0, iters: int = 10) -> np.ndarray:
     """Balanced hierarchical spherical 2-means (as in Parabel): split every cluster into two halves of
     (almost) equal size until a further split would make a cluster smaller than ``min_size``.

@@ -175,16 +175,23 @@ class XMTCDataModule(L.LightningDataModule):
 
     # -- Lightning hooks --
 
+    @cached_property
+    def _label_index(self) -> dict[str, int]:
+        return {lab: i for i, lab in enumerate(self.label_stats.label_ids)}
+
+    def label_index(self, labels: list[str]) -> np.ndarray:
+        """Indices of the labels in the label space (labels outside it are dropped)."""
+        index = self._label_index
+        return np.array([index[lab] for lab in labels if lab in index], dtype=np.int64)
+
     def _labelled(self, split: RawSplit, name: str) -> LabelledTexts:
-        index = {lab: i for i, lab in enumerate(self.label_stats.label_ids)}
+        index = self._label_index
         unseen = Counter(lab for labels in split.labels for lab in labels if lab not in index)
         if unseen and name != "train":
             warnings.warn(
                 f"{split.source}: {len(unseen)} labels ({sum(unseen.values())} assignments) never occur in "
                 f"training; they are outside the label space and ignored by the metrics", stacklevel=2)
-        labels = [np.array([index[lab] for lab in labels if lab in index], dtype=np.int64)
-                  for labels in split.labels]
-        return LabelledTexts(split.texts, labels)
+        return LabelledTexts(split.texts, [self.label_index(labels) for labels in split.labels])
 
     def setup(self, stage: str) -> None:
         hp = self.hparams

@@ -1,0 +1,302 @@
+"""Running the attack suite on held-out data: choose pairs, attack, stream results, summarise.
+
+Output directory:
+- ``run.json``: the settings, checkpoints and data of the run (a rerun with other ones is refused);
+- ``results.jsonl``: one line per attacked example, appended and flushed as each finishes, so an
+  interrupted run loses nothing and a rerun skips what is done;
+- ``summary.json``, ``tables.md``, ``success_by_frequency_<kind>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from xmtc.attack.base import AttackResult
+from xmtc.attack.goal import TargetedGoal
+from xmtc.attack.report import markdown_tables, plot_success_by_frequency, summarize
+from xmtc.attack.search import GreedyWordSearch
+from xmtc.attack.selection import (
+    FrequencyBin,
+    bin_of,
+    frequency_bins,
+    label_clusters,
+    negative_pairs,
+    positive_pairs,
+    predicted_topk,
+    sample_per_bin,
+)
+
+SimilarityMeasure = Literal["cosine", "angular", "arccos"]
+
+
+@dataclass
+class AttackSettings:
+    """What to attack and how (paper §3-4; NOTES §1).
+
+    Args:
+        kinds: ``positive`` and/or ``negative`` targeted attacks.
+        k: size of the predicted top-k set.
+        max_change_rate: θ, the largest share of words that may change.
+        query_budget: largest number of target-model queries per attacked example (None: no limit).
+        importance: ``mask`` (black box, paper) or ``gradient`` (white box, AttentionXML).
+        mask_token: what replaces a word for importance; null deletes it instead.
+        masked_lm: Hugging Face masked LM name or local path for substitutions.
+        candidates: K substitutions per word.
+        mlm_mode: ``masked`` (one masked pass per position, Algorithm 1) or ``unmasked`` (one pass over
+            the text, the reference code's shortcut).
+        encoder: sentence encoder for similarity: ``sentence-transformers`` (default: the offline
+            all-MiniLM-L6-v2 of ``xmtc[minilm]``), ``use`` (TF-Hub handle or local SavedModel), or null.
+        encoder_path: model path / handle of the encoder.
+        similarity_measure: ``cosine``, ``angular`` (1 - arccos/pi) or ``arccos`` (1 - arccos, the
+            reference code's).
+        similarity_threshold: Figure 2's similarity threshold.
+        min_labels_per_bin: L of the paper's binning (100 for Wiki10-31K, 400 for AmazonCat-13K).
+        samples_per_bin: pairs attacked per bin (the smallest bin's count if larger or null).
+        negative_clusters: restrict negative attacks to documents with a true label in the target's
+            label cluster (balanced 2-means over TF-IDF label representations).
+        labels: attack only these targets (label ids or names); null: all.
+        split: held-out split to attack.
+        seed: sampling seed.
+        batch_size: texts per target-model forward pass.
+    """
+
+    kinds: list[Literal["positive", "negative"]] = field(default_factory=lambda: ["positive"])
+    k: int = 5
+    max_change_rate: float = 0.1
+    query_budget: int | None = None
+    importance: Literal["mask", "gradient"] = "mask"
+    mask_token: str | None = "[UNK]"
+    masked_lm: str = "bert-base-cased"
+    candidates: int = 48
+    mlm_mode: Literal["masked", "unmasked"] = "masked"
+    encoder: Literal["sentence-transformers", "use"] | None = "sentence-transformers"
+    encoder_path: str | None = None
+    similarity_measure: SimilarityMeasure = "cosine"
+    similarity_threshold: float = 0.8
+    min_labels_per_bin: int = 100
+    samples_per_bin: int | None = 200
+    negative_clusters: bool = True
+    labels: list[str] | None = None
+    split: str = "test"
+    seed: int = 0
+    batch_size: int = 64
+
+
+def _load_encoder(settings: AttackSettings) -> Any:
+    from xmtc.attack import similarity
+
+    if settings.encoder is None:
+        return None
+    if settings.encoder == "use":
+        if not settings.encoder_path:
+            raise ValueError("encoder 'use' needs encoder_path: a TF-Hub handle or a local SavedModel directory")
+        return similarity.UniversalSentenceEncoder(settings.encoder_path)
+    return similarity.SentenceTransformerEncoder(settings.encoder_path)
+
+
+def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names: Sequence[str]) -> np.ndarray:
+    by_id = {lab: i for i, lab in enumerate(label_ids)}
+    by_name = {name.lower(): i for i, name in enumerate(label_names)}
+    out = []
+    for w in wanted:
+        idx = by_id.get(w, by_name.get(w.lower()))
+        if idx is None:
+            close = [n for n in label_names if w.lower() in n.lower()][:5]
+            raise ValueError(f"unknown label {w!r}: not a label id or name of the model's label space"
+                             + (f"; did you mean {close}?" if close else ""))
+        out.append(idx)
+    return np.array(sorted(set(out)), dtype=np.int64)
+
+
+def _fit_to_model(model: Any, text: str) -> tuple[str, str]:
+    """Cut a document to the words the model reads, so no attack edits text the model never sees."""
+    tok = getattr(model, "tokenizer", None)
+    limit = getattr(tok, "max_length", None)
+    if tok is None or limit is None or not hasattr(tok, "words"):
+        return text, ""
+    words = text.split()
+    if len(tok.words(text)) <= limit:
+        return text, ""
+    counts = np.cumsum([len(tok.words(w)) for w in words])
+    keep = int(np.searchsorted(counts, limit, side="right"))
+    return " ".join(words[:keep]), f"document cut to its first {keep} of {len(words)} words (model limit {limit})"
+
+
+class AttackRun:
+    """One attack run over one or several models (compared on the same pairs, paper §4.3.2)."""
+
+    def __init__(self, models: dict[str, Any], texts: Sequence[str], labels: Sequence[np.ndarray],
+                 doc_ids: Sequence[str], settings: AttackSettings, output_dir: str | Path,
+                 identity: dict[str, Any] | None = None,
+                 train: tuple[Sequence[str], Sequence[np.ndarray]] | None = None) -> None:
+        if not models:
+            raise ValueError("nothing to attack: no model given")
+        first = next(iter(models.values()))
+        for name, m in models.items():
+            if m.label_stats.label_ids != first.label_stats.label_ids:
+                raise ValueError(f"model {name!r} has another label space than {next(iter(models))!r}; "
+                                 "compare only models trained on the same dataset")
+        self.models, self.texts, self.labels, self.doc_ids = models, texts, labels, doc_ids
+        self.settings = settings
+        self.train = train
+        self.stats = first.label_stats
+        self.out = Path(output_dir)
+        self.identity = {"settings": asdict(settings), **(identity or {})}
+
+    # -- the run directory --
+
+    def _check_run_dir(self) -> set[tuple[str, str, str, int]]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        run_file = self.out / "run.json"
+        ident = json.loads(json.dumps(self.identity))
+        if run_file.exists():
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+            if previous != ident:
+                diff = sorted(k for k in set(previous) | set(ident) if previous.get(k) != ident.get(k))
+                sdiff = sorted(k for k in ident["settings"] if previous.get("settings", {}).get(k)
+                               != ident["settings"][k]) if "settings" in diff else []
+                raise ValueError(f"{self.out} holds a run with other arguments ({', '.join(diff)}"
+                                 + (f": {', '.join(sdiff)}" if sdiff else "") + "); results would mix. "
+                                 "Use another output directory, or delete it to start over.")
+        else:
+            run_file.write_text(json.dumps(ident, indent=2), encoding="utf-8")
+        done: set[tuple[str, str, str, int]] = set()
+        results = self.out / "results.jsonl"
+        if results.exists():
+            lines = results.read_text(encoding="utf-8").splitlines()
+            for i, line in enumerate(lines):
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    if i == len(lines) - 1:  # a line cut by a crash: drop it, it will be redone
+                        with open(results, "w", encoding="utf-8") as f:
+                            f.write("".join(x + "\n" for x in lines[:-1]))
+                        break
+                    raise ValueError(f"{results}:{i + 1}: not valid JSON") from None
+                done.add((r["model"], r["kind"], r["doc_id"], r["target_index"]))
+        return done
+
+    # -- choosing pairs --
+
+    def _topk(self, model: Any) -> np.ndarray:
+        bs = self.settings.batch_size
+        batches = (model.score_texts(self.texts[i:i + bs], batch_size=bs) for i in range(0, len(self.texts), bs))
+        return predicted_topk(batches, self.settings.k)
+
+    def choose_pairs(self) -> tuple[dict[str, np.ndarray], list[FrequencyBin]]:
+        """Pairs every model classifies correctly, binned by training frequency, equal numbers per bin."""
+        s, n_labels = self.settings, len(self.stats)
+        tops = {name: self._topk(m) for name, m in self.models.items()}
+        allowed = None if s.labels is None else _resolve_labels(s.labels, self.stats.label_ids,
+                                                                 self.stats.label_names)
+
+        def common(pairs_by_model: list[np.ndarray]) -> np.ndarray:
+            keys = [set(map(tuple, p)) for p in pairs_by_model]
+            both = set.intersection(*keys)
+            out = np.array(sorted(both), dtype=np.int64).reshape(-1, 2)
+            return out if allowed is None else out[np.isin(out[:, 1], allowed)]
+
+        pos = common([positive_pairs(t, self.labels, n_labels) for t in tops.values()])
+        if len(pos) == 0:
+            raise ValueError("no correctly classified (document, label) pairs to attack"
+                             + (" among the requested labels" if allowed is not None else ""))
+        bins = frequency_bins(self.stats.freqs, pos[:, 1], s.min_labels_per_bin)
+        label_bin = bin_of(self.stats.freqs, bins)
+        chosen: dict[str, np.ndarray] = {}
+        if "positive" in s.kinds:
+            pairs, _ = sample_per_bin(pos, label_bin, len(bins), s.samples_per_bin, s.seed)
+            chosen["positive"] = pairs
+        if "negative" in s.kinds:
+            rng = np.random.default_rng(s.seed + 1)
+            per_bin = s.samples_per_bin or 200
+            targets = np.concatenate([rng.permutation(np.flatnonzero(label_bin == b))[:per_bin]
+                                      for b in range(len(bins))])
+            if allowed is not None:
+                targets = targets[np.isin(targets, allowed)]
+            clusters = self._clusters() if s.negative_clusters else None
+            neg = common([negative_pairs(t, self.labels, n_labels, targets, clusters) for t in tops.values()])
+            # one document per target first, so a bin's samples spread over its labels
+            neg = neg[rng.permutation(len(neg))]
+            _, first = np.unique(neg[:, 1], return_index=True)
+            neg = np.concatenate([neg[first], np.delete(neg, first, axis=0)])
+            pairs, _ = sample_per_bin(neg, label_bin, len(bins), s.samples_per_bin, s.seed)
+            chosen["negative"] = pairs
+        self.bins, self.label_bin = bins, label_bin
+        return chosen, bins
+
+    def _clusters(self) -> np.ndarray:
+        if self.train is None:
+            raise ValueError("negative_clusters needs the training documents (label representations)")
+        return label_clusters(self.train[0], self.train[1], len(self.stats), seed=self.settings.seed)
+
+    # -- attacking --
+
+    def run(self, show_progress: bool = True) -> dict[str, Any]:
+        done = self._check_run_dir()
+        chosen, bins = self.choose_pairs()
+        s = self.settings
+        from xmtc.attack.transformation import MaskedLMSubstitution
+
+        transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode, batch_size=s.batch_size)
+        encoder = _load_encoder(s)
+        from xmtc.attack.similarity import text_similarity
+
+        jobs = [(name, kind, int(d), int(t)) for name in self.models for kind, pairs in chosen.items()
+                for d, t in pairs if (name, kind, self.doc_ids[d], int(t)) not in done]
+        total = sum(len(p) for p in chosen.values()) * len(self.models)
+        results_path = self.out / "results.jsonl"
+        with open(results_path, "a", encoding="utf-8") as sink, \
+                tqdm(total=total, initial=total - len(jobs), desc="attacks", disable=not show_progress) as bar:
+            searches = {name: GreedyWordSearch(
+                TargetedGoal(m, k=s.k, batch_size=s.batch_size, query_budget=s.query_budget), transformation,
+                max_change_rate=s.max_change_rate, mask_token=s.mask_token, importance=s.importance)
+                for name, m in self.models.items()}
+            for name, kind, d, t in jobs:
+                started = time.perf_counter()
+                text, note = _fit_to_model(self.models[name], self.texts[d])
+                result = searches[name].attack(text, t, kind)
+                if note:
+                    result.message = f"{note}; {result.message}" if result.message else note
+                if encoder is not None and result.changes:
+                    result.similarity = float(text_similarity(encoder, [" ".join(text.split())],
+                                                              [result.adversarial_text], s.similarity_measure)[0])
+                elif encoder is not None:
+                    result.similarity = 1.0
+                row = self._row(name, d, self.label_bin[t], result, time.perf_counter() - started)
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                sink.flush()
+                bar.update(1)
+        return self.report()
+
+    def _row(self, model: str, doc: int, bin_index: int, r: AttackResult, seconds: float) -> dict[str, Any]:
+        st = self.stats
+        row = asdict(r)
+        row.update(
+            model=model, doc_id=self.doc_ids[doc], doc_index=doc, bin=self.bins[bin_index].name,
+            target_index=r.target, target_label=st.label_ids[r.target], target_name=st.label_names[r.target],
+            target_train_freq=int(st.freqs[r.target]), change_rate=r.change_rate,
+            topk_before=[st.label_ids[i] for i in r.topk_before], topk_after=[st.label_ids[i] for i in r.topk_after],
+            similarity_measure=self.settings.similarity_measure if r.similarity is not None else None,
+            seconds=round(seconds, 3),
+        )
+        row.pop("target")
+        return row
+
+    def report(self) -> dict[str, Any]:
+        rows = [json.loads(line) for line in (self.out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+        s = self.settings
+        measure = f"{s.encoder or 'no encoder'} {s.encoder_path or ''} {s.similarity_measure}".strip()
+        summary = summarize(rows, s.similarity_threshold, s.max_change_rate, measure)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (self.out / "tables.md").write_text(markdown_tables(summary), encoding="utf-8")
+        for kind in {g["kind"] for g in summary["groups"]}:
+            plot_success_by_frequency(summary, self.out / f"success_by_frequency_{kind}.png", kind=kind)
+        return summary

@@ -1,0 +1,63 @@
+"""The Lightning Trainer with xmtc's own subcommands (as methods, so LightningCLI exposes them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from xmtc.attack.runner import AttackRun, AttackSettings
+from xmtc.data.datamodule import XMTCDataModule
+from xmtc.models.base import XMTCModule
+
+
+def _model_name(model: XMTCModule) -> str:
+    names = {"NormalLoss": "normal", "PWLoss": "pw", "PWCBLoss": "pwcb"}
+    return names.get(type(model.loss).__name__, type(model.loss).__name__)
+
+
+class XMTCTrainer(L.Trainer):
+    def attack(
+        self,
+        model: XMTCModule,
+        datamodule: XMTCDataModule,
+        ckpt_path: str | None = None,
+        compare: dict[str, str] | None = None,
+        settings: AttackSettings = AttackSettings(),  # noqa: B008 (read-only; jsonargparse shows its fields)
+        output_dir: str = "attacks/run",
+        show_progress: bool = True,
+    ) -> dict[str, Any]:
+        """Targeted adversarial attacks on held-out documents, per label frequency (results.jsonl, summary).
+
+        Args:
+            ckpt_path: checkpoint of the model to attack (its loss head names it in the reports).
+            compare: more checkpoints, by name (e.g. {pw: ..., pwcb: ...}); all models are attacked on the
+                same pairs, those every one of them classifies correctly (paper §4.3.2).
+            settings: what to attack and how.
+            output_dir: where results.jsonl, summary.json, tables.md and the plots go; rerunning with the
+                same arguments resumes, with other arguments it is refused.
+            show_progress: progress bar.
+        """
+        if ckpt_path is None and not compare:
+            raise ValueError("attack needs --ckpt_path (and/or --compare name=path): a trained model to attack")
+        models: dict[str, XMTCModule] = {}
+        paths = ({_model_name(model): ckpt_path} if ckpt_path else {}) | dict(compare or {})
+        for name, path in paths.items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"checkpoint of {name!r} not found: {path}")
+            loaded = type(model).load_from_checkpoint(path, map_location="cpu")
+            if loaded.label_stats.label_ids != datamodule.label_stats.label_ids:
+                raise ValueError(f"checkpoint {path} was trained on another label space than {datamodule.data_dir}: "
+                                 "is it from another dataset?")
+            models[name] = loaded.eval()
+        datamodule.setup("test" if settings.split == datamodule.hparams.test_split else "validate")
+        split = "test" if settings.split == datamodule.hparams.test_split else "val"
+        data = datamodule.datasets[split]
+        doc_ids = [f"{settings.split}:{i}" for i in range(len(data))]
+        train = (datamodule.train_split.texts, [datamodule.label_index(y) for y in datamodule.train_split.labels])
+        run = AttackRun(models, data.texts, data.labels, doc_ids, settings, output_dir,
+                        identity={"checkpoints": paths, "data_dir": str(datamodule.data_dir)}, train=train)
+        summary = run.run(show_progress=show_progress)
+        print(f"attack results in {output_dir}: results.jsonl, summary.json, tables.md")
+        return summary
