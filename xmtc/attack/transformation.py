@@ -1,0 +1,433 @@
+"""Word substitution candidates from a masked language model (paper §3, eq. 3.4; bert-base-cased there).
+
+Texts are lists of whitespace-separated words (see ``xmtc.attack.base``). A word may carry punctuation
+(``"quotas."``, ``"(fishing"``): only its *core* (the part between the first and the last letter/digit) is
+replaced, the surrounding punctuation is carried over to every candidate, so the attacked text keeps its
+punctuation. Words whose core has no letter, and stop words, get no candidates.
+
+Two ways of asking the masked LM (NOTES §2):
+
+* ``mode="masked"`` (paper Algorithm 1): the word is replaced by ONE mask token and the model predicts that
+  slot; one masked copy of the text per requested position, ``batch_size`` copies per forward pass.
+* ``mode="unmasked"`` (reference code / BERT-Attack shortcut): one forward pass over the unmasked text, the
+  predictions are read at each word's first sub-token; the pass is cached per text, so several positions
+  of the same text cost one pass.
+
+Documents longer than the model's window are cut to a window of ``max_length`` tokens (special tokens
+included) roughly centred on the position, so every position of a long document can be handled.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from xmtc.attack.stopwords import is_stop_word
+
+# A whole word: letters, with single hyphens/apostrophes allowed inside ("long-term", "member's").
+_WORD_RE = re.compile(r"^[^\W\d_]+(?:['-][^\W\d_]+)*$")
+_TEXT_CACHE_SIZE = 8
+
+
+@dataclass(frozen=True)
+class _Word:
+    """A whitespace word split into punctuation prefix, core and punctuation suffix."""
+
+    prefix: str
+    core: str
+    suffix: str
+
+    @property
+    def attackable(self) -> bool:
+        return any(ch.isalpha() for ch in self.core) and not is_stop_word(self.core)
+
+
+def split_word(word: str) -> _Word:
+    """Split off leading/trailing characters that are neither letters nor digits."""
+    start, end = 0, len(word)
+    while start < end and not word[start].isalnum():
+        start += 1
+    while end > start and not word[end - 1].isalnum():
+        end -= 1
+    return _Word(word[:start], word[start:end], word[end:])
+
+
+def match_case(candidate: str, original: str) -> str:
+    """Give ``candidate`` the capitalisation style of ``original``: ALL-CAPS, Title-case or lower-case
+    (lower-case originals keep all-caps acronym candidates as they are); mixed styles keep the model's."""
+    letters = [ch for ch in original if ch.isalpha()]
+    if not letters:
+        return candidate
+    if len(letters) > 1 and all(ch.isupper() for ch in letters):
+        return candidate.upper()
+    if letters[0].isupper():
+        return candidate[:1].upper() + candidate[1:]
+    if all(ch.islower() for ch in letters):
+        is_acronym = len(candidate) > 1 and candidate.isupper()
+        return candidate if is_acronym else candidate.lower()
+    return candidate
+
+
+def _missing_local_dir(name: str) -> bool:
+    """True if ``name`` is meant as a local path (exists, absolute, ./ or ~) but is not a directory."""
+    path = Path(name).expanduser()
+    return (path.exists() or path.is_absolute() or name.startswith((".", "~"))) and not path.is_dir()
+
+
+@dataclass
+class _Encoded:
+    """A text tokenised once: all token ids (no special tokens) and each word's core token span."""
+
+    ids: list[int]
+    words: list[_Word]
+    spans: list[tuple[int, int]]  # [start, end) token indices of the word's core; start == end: no tokens
+
+
+class MaskedLMSubstitution:
+    """``Transformation`` proposing up to K whole-word replacements per position from a masked LM.
+
+    Candidates are whole words of the MLM vocabulary (no sub-word continuation pieces, special tokens,
+    non-alphabetic tokens, single letters or stop words), never the original word (case-insensitive), sorted
+    by MLM probability, unique, in the capitalisation style of the original word, with its punctuation.
+
+    ``model_name_or_path`` is a local directory or a Hub name (``bert-base-cased`` in the paper); with
+    ``local_files_only=True`` a Hub name must already be in the local Hugging Face cache.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        k: int = 48,
+        mode: Literal["masked", "unmasked"] = "masked",
+        batch_size: int = 32,
+        max_length: int = 512,
+        device: str = "cpu",
+        local_files_only: bool = False,
+    ) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        if _missing_local_dir(str(model_name_or_path)):
+            # without this, transformers would take a missing local path for a Hub repository name
+            raise FileNotFoundError(f"masked language model directory not found: {model_name_or_path}")
+        if mode not in ("masked", "unmasked"):
+            raise ValueError(f"mode must be 'masked' or 'unmasked', got {mode!r}")
+        if k < 1 or batch_size < 1:
+            raise ValueError("k and batch_size must be >= 1")
+        self.model_name_or_path = str(model_name_or_path)
+        self.k = k
+        self.mode = mode
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path, local_files_only=local_files_only)
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(f"{self.model_name_or_path}: a fast (tokenizers-backed) tokenizer is needed for offsets")
+        if self.tokenizer.mask_token_id is None:
+            raise ValueError(f"{self.model_name_or_path}: the tokenizer has no mask token")
+        self.model = AutoModelForMaskedLM.from_pretrained(self.model_name_or_path, local_files_only=local_files_only)
+        self.model.to(self.device).eval()
+        self.model.requires_grad_(False)
+        self.num_forward_passes = 0  # documents cost; the tests count passes with it
+
+        self.max_length = self._effective_max_length(max_length)
+        self._prefix_ids, self._suffix_ids = self._special_wrapping()
+        self._context_budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids) - 1
+        if self._context_budget < 0:
+            raise ValueError(f"max_length={max_length} leaves no room for the word itself")
+        self._vocab_words, self._invalid_bias = self._candidate_vocabulary()
+        self._num_valid = int(torch.isfinite(self._invalid_bias).sum())
+        self._encoded_cache: OrderedDict[tuple[str, ...], _Encoded] = OrderedDict()
+        self._unmasked_cache: OrderedDict[tuple[str, ...], dict[int, list[str]]] = OrderedDict()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _effective_max_length(self, max_length: int) -> int:
+        """The window may not exceed what the tokenizer or the position embeddings allow."""
+        limits = [max_length]
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and tok_max < 1_000_000:
+            limits.append(tok_max)
+        pos_max = getattr(self.model.config, "max_position_embeddings", None)
+        if isinstance(pos_max, int) and pos_max > 0:
+            # RoBERTa-style models reserve padding_idx + 1 positions
+            offset = 2 if getattr(self.model.config, "model_type", "") in ("roberta", "xlm-roberta", "camembert") else 0
+            limits.append(pos_max - offset)
+        return min(limits)
+
+    def _special_wrapping(self) -> tuple[list[int], list[int]]:
+        """Special tokens the tokenizer puts before/after a single sequence ([CLS] ... [SEP] for BERT).
+
+        Found by tokenising one word with and without them, which works across transformers 4.x and 5.x."""
+        bare = self.tokenizer("word", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("word", add_special_tokens=True)["input_ids"]
+        for i in range(len(full) - len(bare) + 1):
+            if full[i : i + len(bare)] == bare:
+                return list(full[:i]), list(full[i + len(bare) :])
+        return [], []
+
+    def _candidate_vocabulary(self) -> tuple[list[str], Tensor]:
+        """The word each vocabulary entry stands for, and a bias of 0 for usable whole words, -inf otherwise.
+
+        Word-initial pieces are recognised by the tokenizer's convention: WordPiece marks continuations with
+        ``##``; SentencePiece (``▁``) and byte-level BPE (``Ġ``) mark word starts."""
+        size = max(len(self.tokenizer), int(self.model.get_output_embeddings().weight.shape[0]))
+        ids = list(range(len(self.tokenizer)))
+        tokens = [t if isinstance(t, str) else "" for t in self.tokenizer.convert_ids_to_tokens(ids)]
+        n = max(len(tokens), 1)
+        share = {mark: sum(t.startswith(mark) for t in tokens) / n for mark in ("##", "\u2581", "\u0120")}
+        scheme = max(share, key=share.__getitem__) if max(share.values()) > 0.01 else ""
+        special = set(self.tokenizer.all_special_ids)
+        words = [""] * size
+        bias = torch.full((size,), -math.inf)
+        for i, tok in enumerate(tokens):
+            if i in special:
+                continue
+            if scheme == "##":
+                if tok.startswith("##"):
+                    continue
+                word = tok
+            elif scheme:
+                if not tok.startswith(scheme):
+                    continue
+                word = tok[len(scheme) :]
+            else:
+                word = tok
+            if len(word) < 2 or not _WORD_RE.match(word) or is_stop_word(word):
+                continue
+            words[i] = word
+            bias[i] = 0.0
+        return words, bias.to(self.device)
+
+    # ------------------------------------------------------------------ tokenisation
+
+    def _encode(self, words: Sequence[str]) -> _Encoded:
+        """Tokenise the joined text once and map each word's core to its tokens via character offsets."""
+        key = tuple(words)
+        hit = self._encoded_cache.get(key)
+        if hit is not None:
+            self._encoded_cache.move_to_end(key)
+            return hit
+        parts = [split_word(w) for w in words]
+        text = " ".join(words)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        ids = list(enc["input_ids"])
+        starts = [s for s, _ in enc["offset_mapping"]]
+        ends = [e for _, e in enc["offset_mapping"]]
+        spans: list[tuple[int, int]] = []
+        char = 0
+        for word, part in zip(words, parts, strict=True):
+            core_start = char + len(part.prefix)
+            core_end = core_start + len(part.core)
+            if part.core:
+                first = bisect.bisect_right(ends, core_start)
+                last = bisect.bisect_left(starts, core_end)  # exclusive
+                spans.append((first, max(first, last)))
+            else:
+                spans.append((0, 0))
+            char += len(word) + 1
+        encoded = _Encoded(ids, parts, spans)
+        self._encoded_cache[key] = encoded
+        if len(self._encoded_cache) > _TEXT_CACHE_SIZE:
+            self._encoded_cache.popitem(last=False)
+        return encoded
+
+    def _window(self, n_tokens: int, start: int, end: int) -> tuple[int, int]:
+        """Context [left, right) around the target span [start, end): at most the budget, target centred."""
+        budget = self._context_budget
+        left = min(start, budget // 2)
+        right = min(n_tokens - end, budget - left)
+        left = min(start, budget - right)
+        return start - left, end + right
+
+    # ------------------------------------------------------------------ model
+
+    @torch.inference_mode()
+    def _slot_logits(self, sequences: list[list[int]], slots: list[list[int]]) -> list[Tensor]:
+        """One forward pass over ``sequences`` (already wrapped in special tokens); vocabulary logits at the
+        given slots of each sequence. The LM head runs on the slots only, not on every token."""
+        self.num_forward_passes += 1
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention[row, : len(seq)] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        rows = torch.tensor([r for r, ss in enumerate(slots) for _ in ss], dtype=torch.long, device=self.device)
+        cols = torch.tensor([c for ss in slots for c in ss], dtype=torch.long, device=self.device)
+        head = getattr(self.model, "cls", None)
+        if head is None:
+            head = getattr(self.model, "lm_head", None)
+        base = getattr(self.model, "base_model", None)
+        if head is not None and base is not None and base is not self.model:
+            hidden = base(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            logits = head(hidden[rows, cols])
+        else:
+            logits = self.model(input_ids=input_ids, attention_mask=attention).logits[rows, cols]
+        logits = logits.float()
+        out: list[Tensor] = []
+        i = 0
+        for ss in slots:
+            out.append(logits[i : i + len(ss)])
+            i += len(ss)
+        return out
+
+    def _ranked_words(self, logits: Tensor, n: int) -> list[list[str]]:
+        """Per row, the ``n`` most probable usable vocabulary words (highest probability first)."""
+        n = min(n, self._num_valid)
+        if n <= 0 or logits.numel() == 0:
+            return [[] for _ in range(logits.shape[0])]
+        scores = logits + self._invalid_bias[: logits.shape[-1]]
+        top = scores.topk(n, dim=-1).indices.tolist()
+        return [[self._vocab_words[i] for i in row] for row in top]
+
+    def _masked_input(self, enc: _Encoded, position: int) -> tuple[list[int], int]:
+        """The windowed text with the word's core replaced by ONE mask token, and the mask's index."""
+        start, end = enc.spans[position]
+        left, right = self._window(len(enc.ids), start, end)
+        seq = self._prefix_ids + enc.ids[left:start] + [self.tokenizer.mask_token_id]
+        return seq + enc.ids[end:right] + self._suffix_ids, len(seq) - 1
+
+    def _unmasked_input(self, enc: _Encoded, position: int) -> tuple[list[int], int]:
+        """The windowed unmasked text around the word's first piece, and that piece's index."""
+        first = enc.spans[position][0]
+        left, right = self._window(len(enc.ids), first, first + 1)
+        return self._prefix_ids + enc.ids[left:right] + self._suffix_ids, len(self._prefix_ids) + first - left
+
+    def _single_slot_logits(self, inputs: list[tuple[list[int], int]]) -> Tensor:
+        """(len(inputs), vocab) logits, one slot per sequence, ``batch_size`` sequences per forward pass."""
+        out: list[Tensor] = []
+        for b in range(0, len(inputs), self.batch_size):
+            chunk = inputs[b : b + self.batch_size]
+            out.extend(self._slot_logits([seq for seq, _ in chunk], [[slot] for _, slot in chunk]))
+        return torch.cat(out) if out else torch.zeros((0, 0))
+
+    # ------------------------------------------------------------------ candidates
+
+    def _finish(self, ranked: list[str], word: _Word) -> list[str]:
+        """Case-match, drop the original and duplicates, keep K, re-attach punctuation."""
+        original = word.core.lower()
+        seen: set[str] = set()
+        out: list[str] = []
+        for cand in ranked:
+            cand = match_case(cand, word.core)
+            if cand.lower() == original or cand in seen:
+                continue
+            seen.add(cand)
+            out.append(word.prefix + cand + word.suffix)
+            if len(out) == self.k:
+                break
+        return out
+
+    def _pool_size(self) -> int:
+        """Raw predictions to look at: case variants and the original word are dropped afterwards."""
+        return 3 * self.k + 10
+
+    def candidates(self, words: Sequence[str], positions: Sequence[int]) -> list[list[str]]:
+        """For each position, up to K replacement candidates for ``words[position]`` in the current text."""
+        for p in positions:
+            if not 0 <= p < len(words):
+                raise IndexError(f"position {p} out of range for a text of {len(words)} words")
+        enc = self._encode(words)
+        todo = [p for p in dict.fromkeys(positions) if enc.words[p].attackable and enc.spans[p][0] < enc.spans[p][1]]
+        if self.mode == "masked":
+            logits = self._single_slot_logits([self._masked_input(enc, p) for p in todo])
+            ranked = self._ranked_words(logits, self._pool_size())
+            found = {p: self._finish(r, enc.words[p]) for p, r in zip(todo, ranked, strict=True)}
+        else:
+            found = self._unmasked(tuple(words), enc, todo)
+        return [list(found.get(p, [])) for p in positions]
+
+    def _unmasked(self, key: tuple[str, ...], enc: _Encoded, todo: list[int]) -> dict[int, list[str]]:
+        """BERT-Attack shortcut: predictions at each word's first piece from passes over the unmasked text.
+
+        A pass over a window fills the cache for every attackable word in it, so a text that fits one window
+        costs one pass however many positions are asked for."""
+        cache = self._unmasked_cache.get(key)
+        if cache is None:
+            cache = {}
+            self._unmasked_cache[key] = cache
+            if len(self._unmasked_cache) > _TEXT_CACHE_SIZE:
+                self._unmasked_cache.popitem(last=False)
+        else:
+            self._unmasked_cache.move_to_end(key)
+        missing = sorted((p for p in todo if p not in cache), key=lambda p: enc.spans[p][0])
+        windows: list[tuple[int, int]] = []
+        covered: set[int] = set()
+        for p in missing:
+            if p in covered:
+                continue
+            first = enc.spans[p][0]
+            left, right = self._window(len(enc.ids), first, first + 1)
+            windows.append((left, right))
+            covered.update(q for q in missing if left <= enc.spans[q][0] < right)
+        attackable = [q for q in range(len(enc.words)) if enc.words[q].attackable and enc.spans[q][0] < enc.spans[q][1]]
+        for b in range(0, len(windows), self.batch_size):
+            batch = windows[b : b + self.batch_size]
+            members = [[q for q in attackable if q not in cache and lo <= enc.spans[q][0] < hi] for lo, hi in batch]
+            # a word seen by two windows of one batch is read from the first one only
+            seen: set[int] = set()
+            for ms in members:
+                ms[:] = [q for q in ms if q not in seen]
+                seen.update(ms)
+            sequences = [self._prefix_ids + enc.ids[lo:hi] + self._suffix_ids for lo, hi in batch]
+            slots = [
+                [len(self._prefix_ids) + enc.spans[q][0] - lo for q in ms]
+                for (lo, _), ms in zip(batch, members, strict=True)
+            ]
+            keep = [i for i, ss in enumerate(slots) if ss]
+            if not keep:
+                continue
+            logits = self._slot_logits([sequences[i] for i in keep], [slots[i] for i in keep])
+            for i, lg in zip(keep, logits, strict=True):
+                for q, ranked in zip(members[i], self._ranked_words(lg, self._pool_size()), strict=True):
+                    cache[q] = self._finish(ranked, enc.words[q])
+        return {p: cache.get(p, []) for p in todo}
+
+    # ------------------------------------------------------------------ quality
+
+    def top_k_recall(
+        self,
+        texts: Sequence[str],
+        k: int,
+        sample_positions: int,
+        seed: int = 0,
+        mode: Literal["masked", "unmasked"] = "masked",
+    ) -> float:
+        """Share of sampled non-stop-word positions whose original word (lower-cased) is among the model's
+        top-``k`` whole-word predictions for that slot: a measure of substitution quality.
+
+        ``sample_positions`` positions are drawn uniformly (seeded) from all attackable words of all texts.
+        With ``mode="masked"`` the word is hidden from the model; ``"unmasked"`` measures the BERT-Attack
+        shortcut, where the model sees the word it predicts (an upper bound, not a language-model test)."""
+        if k < 1 or sample_positions < 1:
+            raise ValueError("k and sample_positions must be >= 1")
+        split = [t.split() for t in texts]
+        pool = [(i, p) for i, ws in enumerate(split) for p, w in enumerate(ws) if split_word(w).attackable]
+        if not pool:
+            raise ValueError("no attackable (non-stop-word) positions in the texts")
+        picked = random.Random(seed).sample(pool, min(sample_positions, len(pool)))
+        inputs: list[tuple[list[int], int]] = []
+        originals: list[str] = []
+        for i, p in picked:
+            enc = self._encode(split[i])
+            if enc.spans[p][0] == enc.spans[p][1]:  # no tokens at all: counted as a miss
+                continue
+            inputs.append(self._masked_input(enc, p) if mode == "masked" else self._unmasked_input(enc, p))
+            originals.append(enc.words[p].core.lower())
+        ranked = self._ranked_words(self._single_slot_logits(inputs), 3 * k + 10)
+        hits = sum(
+            original in list(dict.fromkeys(w.lower() for w in words))[:k]
+            for original, words in zip(originals, ranked, strict=True)
+        )
+        return hits / len(picked)
