@@ -296,7 +296,8 @@ class AttackRun:
         measure = f"{s.encoder or 'no encoder'} {s.encoder_path or ''} {s.similarity_measure}".strip()
         summary = summarize(rows, s.similarity_threshold, s.max_change_rate, measure)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        (self.out / "tables.md").write_text(markdown_tables(summary), encoding="utf-8")
+        dataset = Path(self.identity.get("data_dir", "")).name
+        (self.out / "tables.md").write_text(markdown_tables(summary, dataset=dataset), encoding="utf-8")
         for kind in {g["kind"] for g in summary["groups"]}:
             plot_success_by_frequency(summary, self.out / f"success_by_frequency_{kind}.png", kind=kind)
         return summary

@@ -1,0 +1,100 @@
+"""``python -m xmtc attack`` end to end on a trained toy model, with tiny local MLM and sentence encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_models import build_tiny_mlm, build_tiny_sentence_transformer
+from toydata import REPO, toy_corpus, write_axml
+
+from xmtc.cli import main
+
+TINY_MODEL = [
+    "--model.init_args.embedding_dim=16", "--model.init_args.hidden_size=16", "--model.init_args.linear_sizes=[16]",
+    "--model.init_args.dropout=0.0", "--model.init_args.embedding_dropout=0.0",
+    "--model.init_args.optimizer.init_args.lr=0.02",
+]
+
+
+def _common(data: Path, logs: Path) -> list[str]:
+    return [f"--config={REPO / 'configs' / 'demo_axml.yaml'}", f"--data.init_args.data_dir={data}",
+            f"--trainer.logger.init_args.save_dir={logs}", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", *TINY_MODEL]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    pytest.importorskip("sentence_transformers")
+    root = tmp_path_factory.mktemp("attack")
+    data = write_axml(root / "toy", {"train": 240, "test": 60})
+    main(["fit", *_common(data, root / "logs"), "--trainer.max_epochs=6"])
+    ckpt = next((root / "logs").rglob("last.ckpt"))
+    texts, _ = toy_corpus(300, seed=7)
+    mlm = build_tiny_mlm(root / "mlm", corpus=texts, steps=60)
+    encoder = build_tiny_sentence_transformer(root / "encoder", corpus=texts)
+    return root, data, ckpt, mlm, encoder
+
+
+def _attack(setup, out: Path, *extra: str):
+    root, data, ckpt, mlm, encoder = setup
+    return main(["attack", *_common(data, root / "logs"), f"--ckpt_path={ckpt}", f"--output_dir={out}",
+                 f"--settings.masked_lm={mlm}", "--settings.candidates=8", f"--settings.encoder_path={encoder}",
+                 "--settings.min_labels_per_bin=2", "--settings.samples_per_bin=3", "--settings.batch_size=16",
+                 "--settings.max_change_rate=0.3", "--settings.k=2", "--show_progress=false", *extra])
+
+
+def test_attack_writes_results_summary_tables_and_plot_and_resumes(setup, tmp_path):
+    out = tmp_path / "run"
+    _attack(setup, out, "--settings.kinds=[positive,negative]")
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    kinds = {g["kind"]: g for g in summary["groups"]}
+    assert set(kinds) == {"positive", "negative"}
+    num_bins = len(kinds["positive"]["bins"])
+    assert num_bins >= 2
+    assert sum(r["kind"] == "positive" for r in rows) == 3 * num_bins  # equal samples per bin
+    for key in ("doc_id", "bin", "kind", "target_label", "target_name", "success", "rank_before", "rank_after",
+                "changes", "queries", "similarity", "change_rate", "original_text", "adversarial_text",
+                "topk_before", "topk_after", "similarity_measure"):
+        assert key in rows[0], key
+    for r in rows:
+        if r["kind"] == "positive" and r["status"] != "skipped":
+            assert r["rank_before"] <= 2 and (r["rank_after"] > 2) == r["success"]
+        if r["kind"] == "negative":
+            assert r["rank_before"] > 2 and (r["rank_after"] <= 2) == r["success"]
+        words = r["original_text"].split()
+        for c in r["changes"]:
+            assert words[c["position"]] == c["old"] and r["adversarial_text"].split()[c["position"]] == c["new"]
+    assert kinds["positive"]["overall"]["attacked"] == sum(r["kind"] == "positive" for r in rows)
+    assert "| positive |" in (out / "tables.md").read_text(encoding="utf-8")
+    assert (out / "success_by_frequency_positive.png").stat().st_size > 5000
+
+    # interrupted mid-write: the cut last line is redone, nothing is duplicated or lost
+    lines = (out / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:4]) + "\n" + lines[4][:20], encoding="utf-8")
+    _attack(setup, out, "--settings.kinds=[positive,negative]")
+    again = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    key = lambda r: (r["kind"], r["doc_id"], r["target_index"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, rows))
+
+    # other arguments into the same directory are refused, naming what changed
+    with pytest.raises(ValueError, match="samples_per_bin"):
+        _attack(setup, out, "--settings.kinds=[positive,negative]", "--settings.samples_per_bin=2")
+
+
+def test_unknown_label_and_missing_checkpoint_are_clear_errors(setup, tmp_path):
+    with pytest.raises(ValueError, match="unknown label 'no such label'"):
+        _attack(setup, tmp_path / "a", "--settings.labels=[no such label]")
+    root, data, _, mlm, encoder = setup
+    with pytest.raises(FileNotFoundError, match="checkpoint of 'other' not found"):
+        main(["attack", *_common(data, root / "logs"), "--compare={other: /nonexistent.ckpt}",
+              f"--output_dir={tmp_path / 'b'}", f"--settings.masked_lm={mlm}", "--show_progress=false"])
+
+
+def test_attack_restricted_to_named_labels(setup, tmp_path):
+    out = tmp_path / "fish"
+    _attack(setup, out, "--settings.labels=[Fishery (EuroVoc)]", "--settings.min_labels_per_bin=1")
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and {r["target_label"] for r in rows} == {"fishery"}
