@@ -67,23 +67,9 @@ def single_thread() -> Iterator[None]:
 
 
 def _train_tokenizer(corpus: list[str], vocab_size: int):
-    """A cased WordPiece tokenizer trained on ``corpus``, wrapped as a transformers fast BERT tokenizer."""
-    import inspect
+    from xmtc.attack.mlm import train_wordpiece_tokenizer
 
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import BertTokenizerFast
-
-    raw = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
-    raw.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1, show_progress=False)
-    vocab = raw.get_vocab()
-    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
-        return BertTokenizerFast(vocab=vocab, do_lower_case=False, model_max_length=128)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:  # transformers 4.x wants a vocab file
-        vocab_file = Path(tmp) / "vocab.txt"
-        vocab_file.write_text("".join(t + "\n" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])))
-        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=False, model_max_length=128)
+    return train_wordpiece_tokenizer(corpus, vocab_size, max_length=128)
 
 
 def _tiny_bert_config(vocab_size: int):
@@ -106,48 +92,15 @@ def build_tiny_mlm(
     seed: int = 0,
     vocab_size: int = 400,
 ) -> Path:
-    """Train a WordPiece tokenizer and a tiny BertForMaskedLM on ``corpus`` (masked-LM, ``steps`` steps of
-    plain torch; ``steps=0`` leaves the random initialisation) and ``save_pretrained`` both to ``path``."""
-    import torch
-    from transformers import BertForMaskedLM
-
-    path = Path(path)
-    corpus = corpus if corpus is not None else template_corpus()
-    tokenizer = _train_tokenizer(corpus, vocab_size)
-    torch.manual_seed(seed)
-    model = BertForMaskedLM(_tiny_bert_config(len(tokenizer)))
-    if steps > 0:
-        _train_mlm(model, tokenizer, corpus, steps, seed)
-    path.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(path)
-    model.save_pretrained(path)
-    return path
-
-
-def _train_mlm(model, tokenizer, corpus: list[str], steps: int, seed: int, lr: float = 1e-2) -> None:
-    """Plain-torch masked-LM training: 25% of the non-special tokens of 32 random sentences per step."""
-    import torch
+    """The project's masked-LM trainer (``xmtc.attack.mlm``) at toy size: WordPiece tokenizer and a 2-layer
+    BertForMaskedLM trained ``steps`` steps on ``corpus`` (``steps=0`` keeps the random initialisation)."""
+    from xmtc.attack.mlm import train_masked_lm
 
     with single_thread():
-        enc = tokenizer(corpus, padding=True, truncation=True, max_length=64, return_tensors="pt")
-        ids, attention = enc["input_ids"], enc["attention_mask"]
-        special = torch.zeros_like(ids, dtype=torch.bool)
-        for sid in tokenizer.all_special_ids:
-            special |= ids == sid
-        gen = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-        model.train()
-        for _ in range(steps):
-            rows = torch.randint(0, ids.shape[0], (32,), generator=gen)
-            x, keep = ids[rows].clone(), ~special[rows]
-            chosen = (torch.rand(x.shape, generator=gen) < 0.25) & keep
-            labels = torch.where(chosen, x, torch.full_like(x, -100))
-            x[chosen] = tokenizer.mask_token_id
-            loss = model(input_ids=x, attention_mask=attention[rows], labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        model.eval()
+        return train_masked_lm(corpus if corpus is not None else template_corpus(), path, vocab_size=vocab_size,
+                               hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=128,
+                               steps=steps, batch_size=32, lr=1e-2, mask_probability=0.25, seed=seed,
+                               show_progress=False)
 
 
 def build_tiny_sentence_transformer(path: str | Path, corpus: list[str] | None = None, seed: int = 0) -> Path:
