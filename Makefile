@@ -35,6 +35,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_attentionxml.py
+	$(PY) bench/bench_attack.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check xmtc tests bench scripts
