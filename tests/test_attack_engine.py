@@ -342,6 +342,26 @@ def test_engine_matches_reference(seed: int) -> None:
     assert engine_calls * 2 < reference_calls  # ~3x here (batch_size 8, <= 4 candidates); far more at K = 48
 
 
+@pytest.mark.parametrize("budget", [None, 30])
+def test_attack_many_merges_documents_and_matches_one_at_a_time(budget: int | None) -> None:
+    scorer, table, texts = random_world(3)
+    rng = random.Random(7)
+    jobs = []
+    for i, text in enumerate(texts):
+        top = torch.topk(scorer.score_texts([text])[0], K).indices.tolist()
+        jobs.append((text, rng.choice(top) if i % 2 else rng.choice([j for j in range(10) if j not in top]),
+                     "positive" if i % 2 else "negative"))
+    search = make_search(scorer, table, batch_size=64, query_budget=budget)
+    before = scorer.calls
+    alone = [search.attack(*job) for job in jobs]
+    calls_alone, before = scorer.calls - before, scorer.calls
+    together = search.attack_many(jobs)
+    calls_together = scorer.calls - before
+    assert together == alone  # same decisions, queries, ranks, budgets per attack
+    assert calls_together * 3 < calls_alone  # one forward pass serves several documents
+    assert search.attack_many([]) == []
+
+
 def test_reference_query_budget_same_decisions(scorer: KeywordScorer) -> None:
     for budget in (5, 11, 12, 13):
         ours = make_search(scorer, FLIP, query_budget=budget).attack(DOC_A, 0, "positive")

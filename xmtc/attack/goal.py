@@ -11,14 +11,16 @@ from __future__ import annotations
 import math
 import numbers
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from xmtc.attack.base import AttackKind, TextScorer
 
+R = TypeVar("R")
 ATTACK_KINDS: tuple[str, ...] = ("positive", "negative", "nontargeted")
 
 
@@ -111,26 +113,28 @@ class TargetedGoal:
 
     # -- scoring --
 
-    def scores(self, texts: Sequence[str]) -> Tensor:
-        """Scores (len(texts), L) on the CPU; only texts not cached are sent, in batches of ``batch_size``.
+    def fresh(self) -> TargetedGoal:
+        """A goal with the same settings and its own cache and counters (one per concurrent attack)."""
+        return TargetedGoal(self.scorer, self.k, self.batch_size, self.query_budget, self.max_cache)
 
-        Texts of several documents may be mixed in one call: the cache is keyed by the text alone.
-        Raises ``QueryBudgetExhausted`` (sending nothing) when the new texts would exceed the budget.
+    def request(self, texts: Sequence[str]) -> Generator[list[str], Tensor, Tensor]:
+        """Scores of ``texts`` as a generator: yields the texts that must be sent to the model (uncached,
+        deduplicated; budget checked first), receives their score rows, returns all rows in order.
+
+        Whoever drives it decides how texts are batched, so texts of several attacks can share one
+        forward pass (``GreedyWordSearch.attack_many``); ``scores`` drives it alone.
         """
-        fresh: dict[str, Tensor] = {}
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        fresh: dict[str, Tensor] = {}
         if missing:
             if self.query_budget is not None and self.queries + len(missing) > self.query_budget:
                 raise QueryBudgetExhausted(self.queries, len(missing), self.query_budget)
-            for start in range(0, len(missing), self.batch_size):
-                chunk = missing[start:start + self.batch_size]
-                out = self.scorer.score_texts(chunk, batch_size=self.batch_size).detach().float().cpu()
-                if out.ndim != 2 or out.shape[0] != len(chunk):
-                    raise ValueError(f"score_texts returned shape {tuple(out.shape)} for {len(chunk)} texts")
-                self.calls += 1
-                self.queries += len(chunk)
-                for text, row in zip(chunk, out, strict=True):
-                    fresh[text] = row.clone()  # a copy, so one cached row does not keep its whole batch alive
+            out = yield missing
+            if out.ndim != 2 or out.shape[0] != len(missing):
+                raise ValueError(f"score_texts returned shape {tuple(out.shape)} for {len(missing)} texts")
+            self.queries += len(missing)
+            # copies, so one cached row does not keep its whole batch alive
+            fresh = {text: row.clone() for text, row in zip(missing, out, strict=True)}
         rows = []
         for text in texts:
             row = fresh.get(text)
@@ -138,14 +142,27 @@ class TargetedGoal:
                 row = self._cache[text]
                 self._cache.move_to_end(text)
             rows.append(row)
-        for text, row in fresh.items():
-            self._cache[text] = row
+        self._cache.update(fresh)
         if self.max_cache is not None:
             while len(self._cache) > self.max_cache:
                 self._cache.popitem(last=False)
-        if not rows:
-            return torch.zeros(0, 0)
-        return torch.stack(rows)
+        return torch.stack(rows) if rows else torch.zeros(0, 0)
+
+    def score_batched(self, texts: Sequence[str]) -> Tensor:
+        """Send ``texts`` to the model in ``batch_size`` chunks (no cache, no counting); CPU float rows."""
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start:start + self.batch_size])
+            out.append(self.scorer.score_texts(chunk, batch_size=self.batch_size).detach().float().cpu())
+            self.calls += 1
+        return torch.cat(out)
+
+    def scores(self, texts: Sequence[str]) -> Tensor:
+        """Scores (len(texts), L) on the CPU; only texts not cached are sent, in batches of ``batch_size``.
+
+        Raises ``QueryBudgetExhausted`` (sending nothing) when the new texts would exceed the budget.
+        """
+        return drive(self.request(texts), self.score_batched)
 
     # -- rankings --
 
@@ -197,6 +214,16 @@ class TargetedGoal:
     def progress(self, rows: Tensor, target: GoalTarget, reference: Tensor) -> Tensor:
         """Move toward the goal of each row relative to ``reference`` (eq. 3.2-3.4); see ``progress_toward``."""
         return progress_toward(rows, target, reference)
+
+
+def drive(steps: Generator[list[str], Tensor, R], score: Callable[[list[str]], Tensor]) -> R:
+    """Run a scoring generator to its end, answering each request of texts with ``score(texts)``."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(score(request))
+    except StopIteration as done:
+        return done.value
 
 
 def max_changes(num_words: int, max_change_rate: float) -> int:

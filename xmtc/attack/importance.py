@@ -12,13 +12,13 @@ Stop words get importance -inf in both: they are never attacked (paper §3).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from xmtc.attack.goal import GoalTarget, TargetedGoal, as_label_list
+from xmtc.attack.goal import GoalTarget, TargetedGoal, as_label_list, drive
 from xmtc.attack.stopwords import is_stop_word
 
 
@@ -46,10 +46,21 @@ def mask_importance(
 
     ``reference`` is the score row of the unmasked text.
     """
+    return drive(mask_importance_steps(goal, words, target, reference, mask_token), goal.score_batched)
+
+
+def mask_importance_steps(
+    goal: TargetedGoal,
+    words: Sequence[str],
+    target: GoalTarget,
+    reference: Tensor,
+    mask_token: str | None = "[UNK]",
+) -> Generator[list[str], Tensor, Tensor]:
+    """``mask_importance`` as a scoring generator (see ``TargetedGoal.request``)."""
     importance = torch.full((len(words),), float("-inf"), dtype=torch.float64)
     positions = attackable_positions(words)
     if positions:
-        rows = goal.scores([masked_text(words, p, mask_token) for p in positions])
+        rows = yield from goal.request([masked_text(words, p, mask_token) for p in positions])
         importance[positions] = goal.progress(rows, target, reference)
     return importance
 

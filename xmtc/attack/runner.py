@@ -66,6 +66,8 @@ class AttackSettings:
         split: held-out split to attack.
         seed: sampling seed.
         batch_size: texts per target-model forward pass.
+        documents_at_once: documents attacked together, their texts sharing forward passes (results are
+            written after each group).
     """
 
     kinds: list[Literal["positive", "negative"]] = field(default_factory=lambda: ["positive"])
@@ -88,6 +90,7 @@ class AttackSettings:
     split: str = "test"
     seed: int = 0
     batch_size: int = 64
+    documents_at_once: int = 8
 
 
 def _load_encoder(settings: AttackSettings) -> Any:
@@ -247,8 +250,6 @@ class AttackRun:
 
         transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode, batch_size=s.batch_size)
         encoder = _load_encoder(s)
-        from xmtc.attack.similarity import text_similarity
-
         jobs = [(name, kind, int(d), int(t)) for name in self.models for kind, pairs in chosen.items()
                 for d, t in pairs if (name, kind, self.doc_ids[d], int(t)) not in done]
         total = sum(len(p) for p in chosen.values()) * len(self.models)
@@ -259,22 +260,39 @@ class AttackRun:
                 TargetedGoal(m, k=s.k, batch_size=s.batch_size, query_budget=s.query_budget), transformation,
                 max_change_rate=s.max_change_rate, mask_token=s.mask_token, importance=s.importance)
                 for name, m in self.models.items()}
-            for name, kind, d, t in jobs:
-                started = time.perf_counter()
-                text, note = _fit_to_model(self.models[name], self.texts[d])
-                result = searches[name].attack(text, t, kind)
-                if note:
-                    result.message = f"{note}; {result.message}" if result.message else note
-                if encoder is not None and result.changes:
-                    result.similarity = float(text_similarity(encoder, [" ".join(text.split())],
-                                                              [result.adversarial_text], s.similarity_measure)[0])
-                elif encoder is not None:
-                    result.similarity = 1.0
-                row = self._row(name, d, self.label_bin[t], result, time.perf_counter() - started)
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                sink.flush()
-                bar.update(1)
+            for name in self.models:
+                mine = [job for job in jobs if job[0] == name]
+                for start in range(0, len(mine), max(1, s.documents_at_once)):
+                    group = mine[start:start + max(1, s.documents_at_once)]
+                    began = time.perf_counter()
+                    fitted = [_fit_to_model(self.models[name], self.texts[d]) for _, _, d, _ in group]
+                    results = searches[name].attack_many([(text, t, kind) for (text, _), (_, kind, _, t)
+                                                          in zip(fitted, group, strict=True)])
+                    self._add_similarity(encoder, [text for text, _ in fitted], results)
+                    seconds = (time.perf_counter() - began) / len(group)
+                    for (_, _, d, t), (_, note), result in zip(group, fitted, results, strict=True):
+                        if note:
+                            result.message = f"{note}; {result.message}" if result.message else note
+                        row = self._row(name, d, self.label_bin[t], result, seconds)
+                        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    sink.flush()
+                    bar.update(len(group))
         return self.report()
+
+    def _add_similarity(self, encoder: Any, originals: list[str], results: list[AttackResult]) -> None:
+        """Similarity of every changed text to its original, in one encoder call; 1.0 when unchanged."""
+        if encoder is None:
+            return
+        from xmtc.attack.similarity import text_similarity
+
+        changed = [i for i, r in enumerate(results) if r.changes]
+        for r in results:
+            r.similarity = 1.0
+        if changed:
+            sims = text_similarity(encoder, [" ".join(originals[i].split()) for i in changed],
+                                   [results[i].adversarial_text for i in changed], self.settings.similarity_measure)
+            for i, sim in zip(changed, sims.tolist(), strict=True):
+                results[i].similarity = float(sim)
 
     def _row(self, model: str, doc: int, bin_index: int, r: AttackResult, seconds: float) -> dict[str, Any]:
         st = self.stats

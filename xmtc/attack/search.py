@@ -10,15 +10,15 @@ as soon as the goal holds, when the change budget floor(θ·n) is spent, or when
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from xmtc.attack.base import AttackKind, AttackResult, Change, Transformation
-from xmtc.attack.goal import GoalTarget, QueryBudgetExhausted, TargetedGoal, as_label_list, max_changes
-from xmtc.attack.importance import _check_gradient_model, gradient_importance, mask_importance
+from xmtc.attack.goal import GoalTarget, QueryBudgetExhausted, TargetedGoal, as_label_list, drive, max_changes
+from xmtc.attack.importance import _check_gradient_model, gradient_importance, mask_importance_steps
 from xmtc.attack.stopwords import is_stop_word
 
 ImportanceMethod = Literal["mask", "gradient"]
@@ -91,21 +91,52 @@ class GreedyWordSearch:
         self.importance = importance
         self.candidate_batch = candidate_batch
 
-    def word_importance(self, words: Sequence[str], target: GoalTarget, reference: Tensor) -> Tensor:
+    def word_importance_steps(self, goal: TargetedGoal, words: Sequence[str], target: GoalTarget,
+                              reference: Tensor) -> Generator[list[str], Tensor, Tensor]:
         if self.importance == "gradient":
-            return gradient_importance(self.goal.scorer, " ".join(words), list(target.labels))
-        return mask_importance(self.goal, words, target, reference, self.mask_token)
+            return gradient_importance(goal.scorer, " ".join(words), list(target.labels))
+        return (yield from mask_importance_steps(goal, words, target, reference, self.mask_token))
 
-    def _score_candidates(self, texts: list[str]) -> Tensor:
+    def _candidate_rows(self, goal: TargetedGoal, texts: list[str]) -> Generator[list[str], Tensor, Tensor]:
         if self.candidate_batch:
-            return self.goal.scores(texts)
-        return torch.cat([self.goal.scores([t]) for t in texts])
+            return (yield from goal.request(texts))
+        rows = []
+        for t in texts:
+            rows.append((yield from goal.request([t])))
+        return torch.cat(rows)
 
     def attack(self, text: str, target: int | list[int], kind: AttackKind) -> AttackResult:
         """Attack one document. ``target``: one label for positive/negative attacks; the true labels for a
         nontargeted one (Γ = those in the original top-k)."""
-        goal = self.goal
-        goal.reset()
+        self.goal.reset()
+        return drive(self.attack_steps(self.goal, text, target, kind), self.goal.score_batched)
+
+    def attack_many(self, jobs: Sequence[tuple[str, int | list[int], AttackKind]]) -> list[AttackResult]:
+        """Attack several documents at once: their pending texts (masked copies, candidates) are merged
+        into shared forward passes of ``goal.batch_size`` texts. Each attack keeps its own cache, query
+        count and budget, and makes the same decisions as ``attack`` alone."""
+        results: list[AttackResult | None] = [None] * len(jobs)
+        active: dict[int, tuple[Generator, list[str]]] = {}
+        for i, (text, target, kind) in enumerate(jobs):
+            steps = self.attack_steps(self.goal.fresh(), text, target, kind)
+            try:
+                active[i] = (steps, next(steps))
+            except StopIteration as done:
+                results[i] = done.value
+        while active:
+            merged = list(dict.fromkeys(t for _, request in active.values() for t in request))
+            rows = dict(zip(merged, self.goal.score_batched(merged), strict=True))
+            for i, (steps, request) in list(active.items()):
+                try:
+                    active[i] = (steps, steps.send(torch.stack([rows[t] for t in request])))
+                except StopIteration as done:
+                    results[i] = done.value
+                    del active[i]
+        return results  # type: ignore[return-value]
+
+    def attack_steps(self, goal: TargetedGoal, text: str, target: int | list[int],
+                     kind: AttackKind) -> Generator[list[str], Tensor, AttackResult]:
+        """The attack as a scoring generator: yields texts to score, receives their rows (see ``drive``)."""
         labels = as_label_list(target)
         if kind != "nontargeted" and len(labels) != 1:
             raise ValueError(f"a {kind} attack takes one target label; got {labels}")
@@ -114,7 +145,7 @@ class GreedyWordSearch:
         result = AttackResult(kind=kind, target=labels[0], success=False, status="failed", original_text=text,
                               adversarial_text=original, num_words=len(words))
         try:
-            before = goal.scores([original])[0]
+            before = (yield from goal.request([original]))[0]
         except QueryBudgetExhausted as e:
             result.status, result.message = "query_budget", str(e)
             return result
@@ -129,7 +160,7 @@ class GreedyWordSearch:
         budget = max_changes(len(words), self.max_change_rate)
         status: str | None = None
         try:
-            order = visit_order(self.word_importance(words, gamma, before))
+            order = visit_order((yield from self.word_importance_steps(goal, words, gamma, before)))
             if not order:
                 result.message = "no attackable words (all are stop words)"
             for pos in order:
@@ -140,7 +171,7 @@ class GreedyWordSearch:
                 options = usable_candidates(current[pos], options)
                 if not options:
                     continue
-                rows = self._score_candidates([replaced_text(current, pos, c) for c in options])
+                rows = yield from self._candidate_rows(goal, [replaced_text(current, pos, c) for c in options])
                 gains = goal.progress(rows, gamma, after)
                 best = int(torch.argmax(gains))  # first of equal maxima, as a strict ">" loop would pick
                 if gains[best] <= 0:
