@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from toydata import write_axml
 
+# Tests are offline: no W&B account, no model hubs (everything they load is built locally).
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture
