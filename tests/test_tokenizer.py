@@ -32,3 +32,19 @@ def test_glove_file_initialises_known_words(tmp_path):
     bad.write_text("fish 1 2\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"bad.txt:1: expected a word and 3 numbers"):
         load_word_vectors(bad, tok, dim=3)
+
+
+def test_attentionxml_initialises_and_can_freeze_embeddings_from_glove(tmp_path):
+    import numpy as np
+
+    from xmtc.data.label_stats import LabelStats
+    from xmtc.models import AttentionXML
+
+    tok = WordTokenizer.build(["fish milk tax"])
+    path = tmp_path / "glove.txt"
+    path.write_text("fish 0.5 -1 2 0\n", encoding="utf-8")
+    stats = LabelStats(["a", "b"], ["a", "b"], np.array([3, 1]), 4, 0.55, 1.5)
+    model = AttentionXML(tokenizer=tok, label_stats=stats, embedding_dim=4, hidden_size=4, linear_sizes=[4],
+                         word_vectors=str(path), freeze_embedding=True)
+    assert model.embedding.weight[tok.index["fish"]].tolist() == [0.5, -1.0, 2.0, 0.0]
+    assert not model.embedding.weight.requires_grad
