@@ -100,3 +100,16 @@ def test_label_representations_sum_document_tfidf_rows():
     reps = label_representations(x, [np.array([0]), np.array([0, 1]), np.array([1])], num_labels=2).toarray()
     np.testing.assert_allclose(reps[0], np.array([1, 2, 0]) / np.sqrt(5))
     np.testing.assert_allclose(reps[1], [0, 2 / np.sqrt(13), 3 / np.sqrt(13)])
+
+
+def test_documents_are_cut_to_what_the_model_reads():
+    from types import SimpleNamespace
+
+    from xmtc.attack.runner import _fit_to_model
+    from xmtc.data.tokenizer import WordTokenizer
+
+    model = SimpleNamespace(tokenizer=WordTokenizer(["<pad>", "<unk>"], max_length=4))
+    text, note = _fit_to_model(model, "one two-three four five six")  # "two-three" is two tokens
+    assert text == "one two-three four" and "first 3 of 5 words (model limit 4)" in note
+    assert _fit_to_model(model, "short text") == ("short text", "")
+    assert _fit_to_model(SimpleNamespace(), "no tokenizer at all") == ("no tokenizer at all", "")
