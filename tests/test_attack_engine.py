@@ -441,3 +441,11 @@ def test_gradient_importance_needs_embeddings(scorer: KeywordScorer) -> None:
 def test_protocols() -> None:
     assert isinstance(KeywordScorer(WEIGHTS, BIAS), TextScorer)
     assert isinstance(DictTransformation({}), Transformation)
+
+
+def test_document_of_only_stop_words_fails_cleanly(scorer: KeywordScorer) -> None:
+    text = "the of and with the"
+    top = torch.topk(scorer.score_texts([text])[0], K).indices.tolist()
+    result = make_search(scorer, FLIP).attack(text, top[0], "positive")
+    assert result.status == "failed" and not result.success and result.changes == []
+    assert "no attackable words" in result.message and result.adversarial_text == text
