@@ -115,6 +115,8 @@ def test_mismatched_text_and_label_files_are_named(tmp_path):
 
 def test_print_config_of_every_shipped_config(capsys):
     for config in sorted((REPO / "configs").glob("*.yaml")):
+        if config.name.startswith("attack_"):
+            continue  # attack settings only; tested with a model config in test_attack_cli.py
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", f"--config={config}", "--print_config"])
         assert exit_info.value.code in (0, None), config
