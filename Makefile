@@ -25,7 +25,9 @@ demo: $(VENV)/.installed
 	zcat data/eurlex57k-demo/test_raw_texts.txt.gz | head -n 3 > logs/demo_axml/$(RUN_ID)/three_docs.txt
 	$(PY) -m xmtc predict --config configs/demo_axml.yaml --trainer.logger.init_args.version=$(RUN_ID)-predict \
 	  --ckpt_path logs/demo_axml/$(RUN_ID)/checkpoints/last.ckpt \
-	  --data.init_args.predict_file logs/demo_axml/$(RUN_ID)/three_docs.txt --model.init_args.predict_top_k 5
+	  --data.init_args.predict_file logs/demo_axml/$(RUN_ID)/three_docs.txt \
+	  --trainer.callbacks+=callbacks/predictions.yaml --trainer.callbacks.top_k=5 \
+	  --trainer.callbacks.output=logs/demo_axml/$(RUN_ID)-predict/predictions.jsonl
 	$(PY) scripts/show_predictions.py logs/demo_axml/$(RUN_ID)-predict/predictions.jsonl \
 	  data/eurlex57k-demo/test_labels.txt data/eurlex57k-demo/label_names.tsv
 	$(MAKE) --no-print-directory models/mlm-eurlex57k-demo/config.json
@@ -36,7 +38,7 @@ demo: $(VENV)/.installed
 
 # The demo's masked LM for substitutions, trained on the demo corpus by the project itself (no download).
 models/mlm-eurlex57k-demo/config.json: $(VENV)/.installed
-	$(PY) -m xmtc.attack.mlm --data data/eurlex57k-demo --output models/mlm-eurlex57k-demo --steps 800
+	$(PY) -m xmtc.attack.mlm --data data/eurlex57k-demo --output models/mlm-eurlex57k-demo --steps 400
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

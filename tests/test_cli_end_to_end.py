@@ -64,13 +64,14 @@ def test_predict_writes_jsonl_in_input_order(trained, tmp_path):
     out = tmp_path / "pred.jsonl"
     main(_args("predict", data, tmp_path, f"--ckpt_path={ckpt}", f"--data.init_args.predict_file={doc}",
                "--trainer.callbacks+=xmtc.prediction_writer.JsonlPredictionWriter",
-               f"--trainer.callbacks.output={out}", *TINY_MODEL))
+               f"--trainer.callbacks.output={out}", "--trainer.callbacks.top_k=3", *TINY_MODEL))
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert rows[0]["labels"][0] == "dairy" and rows[0]["names"][0] == "Dairy (EuroVoc)"
     assert rows[1]["labels"][0] == "fishery"
     assert set(rows[2]["labels"][:2]) == {"transport", "taxation"}
     assert rows[0]["scores"] == sorted(rows[0]["scores"], reverse=True)
+    assert all(len(r["labels"]) == 3 for r in rows)  # the writer's top_k, not the checkpoint's default
 
 
 def test_checkpoint_alone_scores_raw_text(trained):

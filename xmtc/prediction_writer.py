@@ -19,12 +19,19 @@ class JsonlPredictionWriter(BasePredictionWriter):
 
     Args:
         output: JSONL file to write; default ``predictions.jsonl`` in the trainer's log directory.
+        top_k: labels per document; default the model's ``predict_top_k``. (An inference setting lives
+            here, not in the model: LightningCLI restores model arguments from the checkpoint.)
     """
 
-    def __init__(self, output: str | None = None) -> None:
+    def __init__(self, output: str | None = None, top_k: int | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output = output
+        self.top_k = top_k
         self._part: Any = None
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.top_k is not None:
+            pl_module.predict_top_k = self.top_k
 
     def _path(self, trainer: L.Trainer) -> Path:
         return Path(self.output) if self.output else Path(trainer.log_dir or ".") / "predictions.jsonl"
