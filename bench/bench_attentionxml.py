@@ -66,7 +66,7 @@ def _run(name: str, data: str, steps: int, out: mp.Queue) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default="data/eurlex57k")
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=10)
     a = p.parse_args()
     data = a.data
     if not Path(data).is_dir():
@@ -80,6 +80,9 @@ def main() -> None:
         proc.start()
         rows.append(q.get())
         proc.join()
+        r = rows[-1]
+        print(f"{name}: {r['docs_per_s']:.1f} docs/s, {r['s_per_step']:.2f} s/step, "
+              f"peak RSS {r['peak_rss_GiB']:.2f} GiB", flush=True)
     print(f"\nAttentionXML training on {data} ({rows[0]['train_docs']} training docs, {rows[0]['labels']} labels), "
           f"{a.steps} timed steps, torch threads {rows[0]['threads']}")
     print("| model | params (M) | docs/s | s/step | data prep s | peak RSS GiB |")
