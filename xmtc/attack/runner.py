@@ -311,7 +311,8 @@ class AttackRun:
     def report(self) -> dict[str, Any]:
         rows = [json.loads(line) for line in (self.out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
         s = self.settings
-        measure = f"{s.encoder or 'no encoder'} {s.encoder_path or ''} {s.similarity_measure}".strip()
+        default = "all-MiniLM-L6-v2 (xmtc[minilm])" if s.encoder == "sentence-transformers" else ""
+        measure = f"{s.encoder or 'no encoder'} {s.encoder_path or default}, {s.similarity_measure}"
         summary = summarize(rows, s.similarity_threshold, s.max_change_rate, measure)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         dataset = Path(self.identity.get("data_dir", "")).name
