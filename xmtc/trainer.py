@@ -51,8 +51,9 @@ class XMTCTrainer(L.Trainer):
                 raise ValueError(f"checkpoint {path} was trained on another label space than {datamodule.data_dir}: "
                                  "is it from another dataset?")
             models[name] = loaded.eval()
-        datamodule.setup("test" if settings.split == datamodule.hparams.test_split else "validate")
-        split = "test" if settings.split == datamodule.hparams.test_split else "val"
+        is_test = settings.split == datamodule.hparams.test_split
+        datamodule.setup("test" if is_test else "validate")
+        split = "test" if is_test else "val"
         data = datamodule.datasets[split]
         doc_ids = [f"{settings.split}:{i}" for i in range(len(data))]
         train = (datamodule.train_split.texts, [datamodule.label_index(y) for y in datamodule.train_split.labels])
