@@ -52,6 +52,22 @@ class KeywordScorer(nn.Module):
         return torch.sigmoid(counts @ self.weight.T + self.bias)
 
 
+class SubsetKeywordScorer(KeywordScorer):
+    """A KeywordScorer that computes only the label columns asked for (``labels=``), as AttentionXML does;
+    records the width of every call."""
+
+    def __init__(self, weights: dict[str, dict[int, float]], bias: Sequence[float]) -> None:
+        super().__init__(weights, bias)
+        self.widths: list[int] = []
+
+    @torch.no_grad()
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64, labels: Sequence[int] | None = None) -> Tensor:
+        full = super().score_texts(texts, batch_size)  # exact (dyadic weights), so slicing is the same numbers
+        out = full if labels is None else full[:, list(labels)]
+        self.widths.append(out.shape[1])
+        return out
+
+
 class DictTransformation:
     """Fixed candidates per word (lower-cased lookup); records the positions it was asked about."""
 
@@ -131,8 +147,9 @@ def test_goal_lru_cache_is_bounded(scorer: KeywordScorer) -> None:
     assert rows.shape[0] == 3 and len(goal._cache) == 2
     goal.scores(["c"])
     assert goal.queries == 3
-    goal.scores(["a"])  # evicted: sent again
-    assert goal.queries == 4
+    calls = scorer.calls
+    goal.scores(["a"])  # evicted: sent again, but still one distinct text (query) of this attack
+    assert scorer.calls == calls + 1 and goal.queries == 3
 
 
 def test_rank_topk_success_and_progress(scorer: KeywordScorer) -> None:
@@ -151,11 +168,14 @@ def test_rank_topk_success_and_progress(scorer: KeywordScorer) -> None:
     assert not goal.is_success(row, pos) and not goal.is_success(row, neg) and not goal.is_success(row, non)
     flipped = goal.scores([DOC_A.replace("fishing", "angling")])
     assert goal.is_success(flipped[0], pos) and goal.is_success(flipped[0], non)
-    gained = goal.progress(flipped, pos, row)
+    gained = goal.progress(flipped[:, [0]], pos, row[[0]])  # progress takes the Γ columns
     expected = torch.sigmoid(torch.tensor(3.5)) - torch.sigmoid(torch.tensor(-0.25))
     assert gained.item() == pytest.approx(expected.item())
-    assert goal.progress(flipped, GoalTarget("negative", (0,)), row).item() == pytest.approx(-gained.item())
-    assert goal.progress(flipped, non, row).item() == pytest.approx(gained.item())  # label 2 unchanged
+    assert goal.progress(flipped[:, [0]], GoalTarget("negative", (0,)), row[[0]]).item() == pytest.approx(
+        -gained.item())
+    assert goal.progress(flipped[:, [0, 2]], non, row[[0, 2]]).item() == pytest.approx(gained.item())  # 2 unchanged
+    with pytest.raises(ValueError, match="2 Γ columns"):
+        goal.progress(flipped, non, row)  # full rows are not Γ columns
 
 
 def test_max_changes_floor_rule() -> None:
@@ -177,7 +197,7 @@ def test_importance_ranks_driving_word_first(scorer: KeywordScorer, mask_token: 
     words = DOC_A.split()
     row = goal.scores([DOC_A])[0]
     target = goal.target_for(row, "positive", 0)[0]
-    imp = mask_importance(goal, words, target, row, mask_token)
+    imp = mask_importance(goal, words, target, row[list(target.labels)], mask_token)
     assert imp.shape == (len(words),)
     assert int(torch.argmax(imp)) == words.index("fishing")
     assert imp[words.index("lake")] > 0 and imp[words.index("grandpa")] == 0
@@ -190,7 +210,7 @@ def test_importance_includes_last_word_and_skips_stop_words(scorer: KeywordScore
     words = ["grandpa", "went", "to", "the", "lake", "for", "fishing"]
     row = goal.scores([" ".join(words)])[0]
     target = goal.target_for(row, "positive", 0)[0]
-    imp = mask_importance(goal, words, target, row, mask_token)
+    imp = mask_importance(goal, words, target, row[list(target.labels)], mask_token)
     assert int(torch.argmax(imp)) == len(words) - 1
     stop = [i for i, w in enumerate(words) if is_stop_word(w)]
     assert stop == [2, 3, 5] and all(imp[i] == -math.inf for i in stop)
@@ -295,7 +315,7 @@ def test_candidate_batch_off_same_decisions(scorer: KeywordScorer) -> None:
 # -- the engine against the plain reference implementation --
 
 
-def random_world(seed: int) -> tuple[KeywordScorer, dict[str, list[str]], list[str]]:
+def random_world(seed: int, subset: bool = False) -> tuple[KeywordScorer, dict[str, list[str]], list[str]]:
     rng = random.Random(seed)
     content = [f"w{i}" for i in range(30)]
     stops = ["the", "of", "and", "with"]
@@ -306,12 +326,13 @@ def random_world(seed: int) -> tuple[KeywordScorer, dict[str, list[str]], list[s
     table = {w: rng.sample([c for c in content if c != w], rng.randint(0, 4)) + rng.sample(stops, 1)
              for w in content}
     texts = [" ".join(rng.choices(content + stops, k=rng.randint(6, 24))) for _ in range(12)]
-    return KeywordScorer(weights, bias), table, texts
+    return (SubsetKeywordScorer if subset else KeywordScorer)(weights, bias), table, texts
 
 
+@pytest.mark.parametrize("subset", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_engine_matches_reference(seed: int) -> None:
-    scorer, table, texts = random_world(seed)
+def test_engine_matches_reference(seed: int, subset: bool) -> None:
+    scorer, table, texts = random_world(seed, subset)
     rng = random.Random(100 + seed)
     engine_calls = reference_calls = compared = 0
     outcomes = set()
@@ -342,9 +363,10 @@ def test_engine_matches_reference(seed: int) -> None:
     assert engine_calls * 2 < reference_calls  # ~3x here (batch_size 8, <= 4 candidates); far more at K = 48
 
 
+@pytest.mark.parametrize("subset", [False, True])
 @pytest.mark.parametrize("budget", [None, 30])
-def test_attack_many_merges_documents_and_matches_one_at_a_time(budget: int | None) -> None:
-    scorer, table, texts = random_world(3)
+def test_attack_many_merges_documents_and_matches_one_at_a_time(budget: int | None, subset: bool) -> None:
+    scorer, table, texts = random_world(3, subset)
     rng = random.Random(7)
     jobs = []
     for i, text in enumerate(texts):
@@ -360,6 +382,21 @@ def test_attack_many_merges_documents_and_matches_one_at_a_time(budget: int | No
     assert together == alone  # same decisions, queries, ranks, budgets per attack
     assert calls_together * 3 < calls_alone  # one forward pass serves several documents
     assert search.attack_many([]) == []
+
+
+def test_full_rows_only_for_the_original_and_kept_changes() -> None:
+    scorer, table, texts = random_world(4, subset=True)
+    rng = random.Random(4)
+    full_width = scorer.weight.shape[0]
+    for i, text in enumerate(texts):
+        top = torch.topk(scorer.score_texts([text])[0], K).indices.tolist()
+        scorer.widths.clear()
+        kind = "positive" if i % 2 else "negative"
+        target = rng.choice(top) if kind == "positive" else rng.choice([j for j in range(full_width) if j not in top])
+        result = make_search(scorer, table, max_change_rate=0.5, batch_size=64).attack(text, target, kind)
+        # everything else (masked copies, candidates) asks for the one target column
+        assert scorer.widths.count(full_width) == 1 + len(result.changes), (i, scorer.widths)
+        assert set(scorer.widths) <= {1, full_width}
 
 
 def test_reference_query_budget_same_decisions(scorer: KeywordScorer) -> None:
@@ -428,7 +465,9 @@ def test_gradient_search_runs_on_attentionxml(tiny_axml) -> None:
                               max_change_rate=0.5, importance="gradient")
     result = search.attack("grandpa enjoys fishing near the quiet lake", target, "positive")
     assert isinstance(result, AttackResult) and result.status in {"success", "failed", "change_budget"}
-    assert 1 <= result.queries <= 1 + 3 and goal.calls <= 3  # no masked copies: gradients cost no queries
+    # no masked copies (gradients cost no queries); calls: the text's full row and Γ columns, then per
+    # position its candidates' Γ columns and, for a kept change, one full row
+    assert 1 <= result.queries <= 1 + 3 and goal.calls <= 2 + 2 * 2
 
 
 def test_gradient_importance_needs_embeddings(scorer: KeywordScorer) -> None:
@@ -449,3 +488,14 @@ def test_document_of_only_stop_words_fails_cleanly(scorer: KeywordScorer) -> Non
     result = make_search(scorer, FLIP).attack(text, top[0], "positive")
     assert result.status == "failed" and not result.success and result.changes == []
     assert "no attackable words" in result.message and result.adversarial_text == text
+
+
+def test_attentionxml_scores_a_label_subset_as_the_full_row(tiny_axml) -> None:
+    texts = ["grandpa enjoys fishing near the quiet lake", "music", "trip morning lake fishing grandpa"]
+    full = tiny_axml.score_texts(texts, batch_size=2)
+    part = tiny_axml.score_texts(texts, batch_size=2, labels=[2, 0])
+    assert part.shape == (3, 2)
+    torch.testing.assert_close(part, full[:, [2, 0]], atol=1e-6, rtol=0)
+    assert tiny_axml.training  # restored
+    with pytest.raises(ValueError, match="out of range for 3 labels"):
+        tiny_axml.score_texts(texts, labels=[3])

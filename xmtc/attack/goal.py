@@ -8,6 +8,7 @@ gives them (per-label probabilities); nothing is softmaxed.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections import OrderedDict
@@ -58,23 +59,52 @@ def as_label_list(target: int | Sequence[int] | Tensor) -> list[int]:
 def progress_toward(rows: Tensor, target: GoalTarget, reference: Tensor) -> Tensor:
     """Signed move toward the goal of each row relative to ``reference`` (float64, shape (len(rows),)).
 
+    ``rows`` (N, |Γ|) and ``reference`` (|Γ|,) hold the scores of the labels of Γ, in Γ order.
     positive / nontargeted: Σ_{j∈Γ} reference[j] - row[j] (the drop); negative: Σ_{j∈Γ} row[j] - reference[j].
     Summed label by label in Γ order, in float64, so that a one-row-at-a-time implementation computes the
     very same numbers (equal decisions, even on near-ties).
     """
     rows = rows.reshape(-1, rows.shape[-1])
+    if rows.shape[1] != len(target.labels) or reference.reshape(-1).numel() != len(target.labels):
+        raise ValueError(f"progress needs the {len(target.labels)} Γ columns; got rows {tuple(rows.shape)} "
+                         f"and reference {tuple(reference.shape)}")
+    reference = reference.reshape(-1)
     acc = torch.zeros(rows.shape[0], dtype=torch.float64)
-    for label in target.labels:
-        diff = rows[:, label].double() - reference[label].double()
+    for j in range(len(target.labels)):
+        diff = rows[:, j].double() - reference[j].double()
         acc += diff if target.kind == "negative" else -diff
     return acc
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Texts a scoring generator needs scored: full rows (``labels`` None) or only the columns ``labels``."""
+
+    texts: list[str]
+    labels: tuple[int, ...] | None = None
+
+
+def accepts_labels(scorer: TextScorer) -> bool:
+    """Whether ``scorer.score_texts`` can compute a subset of label columns (``labels=``) by itself."""
+    try:
+        return "labels" in inspect.signature(scorer.score_texts).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class TargetedGoal:
     """Success tests and progress for multilabel attacks, plus batched, cached, counted scoring.
 
+    The search only needs the scores of the target labels Γ to rank masked copies and candidates, and the
+    full row only to test success once it keeps a change. So it asks for Γ columns (``labels=``), which a
+    model such as AttentionXML computes without the other thousands of labels, and full rows rarely.
+    Gains are always computed between rows of the same kind (Γ columns against Γ columns).
+
+    ``queries`` counts distinct texts whose scores were asked for, as an attacker querying the model would
+    (Γ columns and the full row of one text are one query); ``calls`` counts ``score_texts`` calls.
+
     Args:
-        scorer: the model under attack (anything with ``score_texts``).
+        scorer: the model under attack (anything with ``score_texts``; ``labels=`` is used when it has it).
         k: size of the predicted set Ŷ_k (5 in the paper).
         batch_size: texts per ``score_texts`` call.
         query_budget: maximum number of texts sent to the model per attacked example (None: unlimited).
@@ -101,13 +131,16 @@ class TargetedGoal:
         self.batch_size = batch_size
         self.query_budget = query_budget
         self.max_cache = max_cache
-        self._cache: OrderedDict[str, Tensor] = OrderedDict()
-        self.queries = 0  # texts sent to the model since reset()
+        self.partial = accepts_labels(scorer)
+        self._cache: OrderedDict[tuple[tuple[int, ...] | None, str], Tensor] = OrderedDict()
+        self._seen: set[str] = set()
+        self.queries = 0  # distinct texts scored since reset()
         self.calls = 0  # score_texts calls since reset()
 
     def reset(self) -> None:
         """Start a new attacked example: empty cache, zero counters."""
         self._cache.clear()
+        self._seen.clear()
         self.queries = 0
         self.calls = 0
 
@@ -117,52 +150,72 @@ class TargetedGoal:
         """A goal with the same settings and its own cache and counters (one per concurrent attack)."""
         return TargetedGoal(self.scorer, self.k, self.batch_size, self.query_budget, self.max_cache)
 
-    def request(self, texts: Sequence[str]) -> Generator[list[str], Tensor, Tensor]:
-        """Scores of ``texts`` as a generator: yields the texts that must be sent to the model (uncached,
-        deduplicated; budget checked first), receives their score rows, returns all rows in order.
+    def request(self, texts: Sequence[str], labels: Sequence[int] | None = None
+                ) -> Generator[ScoreRequest, Tensor, Tensor]:
+        """Scores of ``texts`` as a generator: yields a ``ScoreRequest`` for the texts that must be sent to
+        the model (uncached, deduplicated; budget checked first), receives their rows, returns all rows in
+        order: full rows, or the columns ``labels`` in that order.
 
         Whoever drives it decides how texts are batched, so texts of several attacks can share one
-        forward pass (``GreedyWordSearch.attack_many``); ``scores`` drives it alone.
+        forward pass (``GreedyWordSearch.attack_many``); ``scores`` drives it alone. A scorer without
+        ``labels=`` gets full-row requests, whose cached rows are then sliced (the same numbers either way).
         """
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        key = None if labels is None else tuple(int(j) for j in labels)
+        if key is not None and not self.partial:
+            rows = yield from self.request(texts)
+            return rows[:, list(key)] if rows.numel() else rows.reshape(0, len(key))
+        missing = list(dict.fromkeys(t for t in texts if (key, t) not in self._cache))
         fresh: dict[str, Tensor] = {}
         if missing:
-            if self.query_budget is not None and self.queries + len(missing) > self.query_budget:
-                raise QueryBudgetExhausted(self.queries, len(missing), self.query_budget)
-            out = yield missing
-            if out.ndim != 2 or out.shape[0] != len(missing):
-                raise ValueError(f"score_texts returned shape {tuple(out.shape)} for {len(missing)} texts")
-            self.queries += len(missing)
+            new = [t for t in missing if t not in self._seen]
+            if self.query_budget is not None and self.queries + len(new) > self.query_budget:
+                raise QueryBudgetExhausted(self.queries, len(new), self.query_budget)
+            out = yield ScoreRequest(missing, key)
+            if out.ndim != 2 or out.shape[0] != len(missing) or (key is not None and out.shape[1] != len(key)):
+                raise ValueError(f"score_texts returned shape {tuple(out.shape)} for {len(missing)} texts"
+                                 + ("" if key is None else f" and {len(key)} labels"))
+            self._seen.update(new)
+            self.queries += len(new)
             # copies, so one cached row does not keep its whole batch alive
             fresh = {text: row.clone() for text, row in zip(missing, out, strict=True)}
         rows = []
         for text in texts:
             row = fresh.get(text)
             if row is None:
-                row = self._cache[text]
-                self._cache.move_to_end(text)
+                row = self._cache[(key, text)]
+                self._cache.move_to_end((key, text))
             rows.append(row)
-        self._cache.update(fresh)
+        self._cache.update(((key, t), row) for t, row in fresh.items())
         if self.max_cache is not None:
             while len(self._cache) > self.max_cache:
                 self._cache.popitem(last=False)
-        return torch.stack(rows) if rows else torch.zeros(0, 0)
+        return torch.stack(rows) if rows else torch.zeros(0, 0 if key is None else len(key))
 
-    def score_batched(self, texts: Sequence[str]) -> Tensor:
-        """Send ``texts`` to the model in ``batch_size`` chunks (no cache, no counting); CPU float rows."""
+    def score_batched(self, request: ScoreRequest | Sequence[str]) -> Tensor:
+        """Send a request's texts to the model in ``batch_size`` chunks (no cache, no counting); CPU float
+        rows, full or of the requested label columns."""
+        if not isinstance(request, ScoreRequest):
+            request = ScoreRequest(list(request))
+        texts, labels = request.texts, request.labels
         out = []
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
-            out.append(self.scorer.score_texts(chunk, batch_size=self.batch_size).detach().float().cpu())
+            if labels is None:
+                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size)
+            elif self.partial:
+                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size, labels=list(labels))
+            else:
+                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size)[:, list(labels)]
+            out.append(rows.detach().float().cpu())
             self.calls += 1
-        return torch.cat(out)
+        return torch.cat(out) if out else torch.zeros(0, 0 if labels is None else len(labels))
 
-    def scores(self, texts: Sequence[str]) -> Tensor:
-        """Scores (len(texts), L) on the CPU; only texts not cached are sent, in batches of ``batch_size``.
-
-        Raises ``QueryBudgetExhausted`` (sending nothing) when the new texts would exceed the budget.
+    def scores(self, texts: Sequence[str], labels: Sequence[int] | None = None) -> Tensor:
+        """Scores (len(texts), L), or (len(texts), len(labels)), on the CPU; only texts not cached are sent,
+        in batches of ``batch_size``. Raises ``QueryBudgetExhausted`` (sending nothing) when the new texts
+        would exceed the budget.
         """
-        return drive(self.request(texts), self.score_batched)
+        return drive(self.request(texts, labels), self.score_batched)
 
     # -- rankings --
 
@@ -212,18 +265,24 @@ class TargetedGoal:
         return any(t not in top for t in target.labels)
 
     def progress(self, rows: Tensor, target: GoalTarget, reference: Tensor) -> Tensor:
-        """Move toward the goal of each row relative to ``reference`` (eq. 3.2-3.4); see ``progress_toward``."""
+        """Move toward the goal of each Γ-column row relative to ``reference`` (eq. 3.2-3.4); see
+        ``progress_toward``."""
         return progress_toward(rows, target, reference)
 
 
-def drive(steps: Generator[list[str], Tensor, R], score: Callable[[list[str]], Tensor]) -> R:
-    """Run a scoring generator to its end, answering each request of texts with ``score(texts)``."""
+def drive(steps: Generator[ScoreRequest, Tensor, R], score: Callable[[ScoreRequest], Tensor]) -> R:
+    """Run a scoring generator to its end, answering each request with ``score(request)``."""
     try:
         request = next(steps)
         while True:
             request = steps.send(score(request))
     except StopIteration as done:
         return done.value
+
+
+# Gains at or below this are no progress: float32 scores of two texts the model cannot tell apart (a
+# candidate outside its vocabulary replacing another) may differ by rounding when batched differently.
+MIN_GAIN = 1e-6
 
 
 def max_changes(num_words: int, max_change_rate: float) -> int:

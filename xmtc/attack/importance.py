@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xmtc.attack.goal import GoalTarget, TargetedGoal, as_label_list, drive
+from xmtc.attack.goal import GoalTarget, ScoreRequest, TargetedGoal, as_label_list, drive
 from xmtc.attack.stopwords import is_stop_word
 
 
@@ -42,9 +42,10 @@ def mask_importance(
     mask_token: str | None = "[UNK]",
 ) -> Tensor:
     """Importance (len(words),) float64: progress toward the goal when each word is masked, -inf for stop
-    words (whose masked copies are not even scored). One batched goal call for all copies.
+    words (whose masked copies are not even scored). One batched goal call for all copies, of the Γ
+    columns only.
 
-    ``reference`` is the score row of the unmasked text.
+    ``reference`` holds the Γ scores of the unmasked text (``goal.scores([text], target.labels)[0]``).
     """
     return drive(mask_importance_steps(goal, words, target, reference, mask_token), goal.score_batched)
 
@@ -55,12 +56,12 @@ def mask_importance_steps(
     target: GoalTarget,
     reference: Tensor,
     mask_token: str | None = "[UNK]",
-) -> Generator[list[str], Tensor, Tensor]:
+) -> Generator[ScoreRequest, Tensor, Tensor]:
     """``mask_importance`` as a scoring generator (see ``TargetedGoal.request``)."""
     importance = torch.full((len(words),), float("-inf"), dtype=torch.float64)
     positions = attackable_positions(words)
     if positions:
-        rows = yield from goal.request([masked_text(words, p, mask_token) for p in positions])
+        rows = yield from goal.request([masked_text(words, p, mask_token) for p in positions], target.labels)
         importance[positions] = goal.progress(rows, target, reference)
     return importance
 

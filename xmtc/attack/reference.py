@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from xmtc.attack.base import AttackKind, AttackResult, Change, TextScorer, Transformation
-from xmtc.attack.goal import QueryBudgetExhausted, as_label_list, max_changes
+from xmtc.attack.goal import MIN_GAIN, QueryBudgetExhausted, as_label_list, max_changes
 from xmtc.attack.search import usable_candidates
 from xmtc.attack.stopwords import is_stop_word
 
@@ -96,7 +96,7 @@ def reference_greedy_attack(
             if len(result.changes) >= allowed:
                 status = "change_budget"
                 break
-            best_word, best_gain, best_row = None, 0.0, None
+            best_word, best_gain, best_row = None, MIN_GAIN, None
             for w in usable_candidates(current[i], transformation.candidates(current, [i])[0]):
                 row = score(" ".join(current[:i] + [w] + current[i + 1:]))
                 d = gain(row, s_cur)  # relative to the CURRENT text

@@ -17,7 +17,16 @@ import torch
 from torch import Tensor
 
 from xmtc.attack.base import AttackKind, AttackResult, Change, Transformation
-from xmtc.attack.goal import GoalTarget, QueryBudgetExhausted, TargetedGoal, as_label_list, drive, max_changes
+from xmtc.attack.goal import (
+    MIN_GAIN,
+    GoalTarget,
+    QueryBudgetExhausted,
+    ScoreRequest,
+    TargetedGoal,
+    as_label_list,
+    drive,
+    max_changes,
+)
 from xmtc.attack.importance import _check_gradient_model, gradient_importance, mask_importance_steps
 from xmtc.attack.stopwords import is_stop_word
 
@@ -92,17 +101,18 @@ class GreedyWordSearch:
         self.candidate_batch = candidate_batch
 
     def word_importance_steps(self, goal: TargetedGoal, words: Sequence[str], target: GoalTarget,
-                              reference: Tensor) -> Generator[list[str], Tensor, Tensor]:
+                              reference: Tensor) -> Generator[ScoreRequest, Tensor, Tensor]:
         if self.importance == "gradient":
             return gradient_importance(goal.scorer, " ".join(words), list(target.labels))
         return (yield from mask_importance_steps(goal, words, target, reference, self.mask_token))
 
-    def _candidate_rows(self, goal: TargetedGoal, texts: list[str]) -> Generator[list[str], Tensor, Tensor]:
+    def _candidate_rows(self, goal: TargetedGoal, texts: list[str],
+                        labels: Sequence[int]) -> Generator[ScoreRequest, Tensor, Tensor]:
         if self.candidate_batch:
-            return (yield from goal.request(texts))
+            return (yield from goal.request(texts, labels))
         rows = []
         for t in texts:
-            rows.append((yield from goal.request([t])))
+            rows.append((yield from goal.request([t], labels)))
         return torch.cat(rows)
 
     def attack(self, text: str, target: int | list[int], kind: AttackKind) -> AttackResult:
@@ -116,7 +126,7 @@ class GreedyWordSearch:
         into shared forward passes of ``goal.batch_size`` texts. Each attack keeps its own cache, query
         count and budget, and makes the same decisions as ``attack`` alone."""
         results: list[AttackResult | None] = [None] * len(jobs)
-        active: dict[int, tuple[Generator, list[str]]] = {}
+        active: dict[int, tuple[Generator, ScoreRequest]] = {}
         for i, (text, target, kind) in enumerate(jobs):
             steps = self.attack_steps(self.goal.fresh(), text, target, kind)
             try:
@@ -124,18 +134,30 @@ class GreedyWordSearch:
             except StopIteration as done:
                 results[i] = done.value
         while active:
-            merged = list(dict.fromkeys(t for _, request in active.values() for t in request))
-            rows = dict(zip(merged, self.goal.score_batched(merged), strict=True))
+            requests = [request for _, request in active.values()]
+            # one pass for all full rows, one for all label subsets (their union's columns)
+            full = list(dict.fromkeys(t for r in requests if r.labels is None for t in r.texts))
+            part = list(dict.fromkeys(t for r in requests if r.labels is not None for t in r.texts))
+            union = sorted({j for r in requests if r.labels is not None for j in r.labels})
+            full_rows = dict(zip(full, self.goal.score_batched(ScoreRequest(full)), strict=True)) if full else {}
+            part_rows = (dict(zip(part, self.goal.score_batched(ScoreRequest(part, tuple(union))), strict=True))
+                         if part else {})
+            column = {j: c for c, j in enumerate(union)}
             for i, (steps, request) in list(active.items()):
+                if request.labels is None:
+                    answer = torch.stack([full_rows[t] for t in request.texts])
+                else:
+                    cols = [column[j] for j in request.labels]
+                    answer = torch.stack([part_rows[t][cols] for t in request.texts])
                 try:
-                    active[i] = (steps, steps.send(torch.stack([rows[t] for t in request])))
+                    active[i] = (steps, steps.send(answer))
                 except StopIteration as done:
                     results[i] = done.value
                     del active[i]
         return results  # type: ignore[return-value]
 
     def attack_steps(self, goal: TargetedGoal, text: str, target: int | list[int],
-                     kind: AttackKind) -> Generator[list[str], Tensor, AttackResult]:
+                     kind: AttackKind) -> Generator[ScoreRequest, Tensor, AttackResult]:
         """The attack as a scoring generator: yields texts to score, receives their rows (see ``drive``)."""
         labels = as_label_list(target)
         if kind != "nontargeted" and len(labels) != 1:
@@ -160,7 +182,9 @@ class GreedyWordSearch:
         budget = max_changes(len(words), self.max_change_rate)
         status: str | None = None
         try:
-            order = visit_order((yield from self.word_importance_steps(goal, words, gamma, before)))
+            # Γ columns of the current text: what gains are measured against (same computation as candidates')
+            reference = (yield from goal.request([original], gamma.labels))[0]
+            order = visit_order((yield from self.word_importance_steps(goal, words, gamma, reference)))
             if not order:
                 result.message = "no attackable words (all are stop words)"
             for pos in order:
@@ -171,13 +195,15 @@ class GreedyWordSearch:
                 options = usable_candidates(current[pos], options)
                 if not options:
                     continue
-                rows = yield from self._candidate_rows(goal, [replaced_text(current, pos, c) for c in options])
-                gains = goal.progress(rows, gamma, after)
+                texts = [replaced_text(current, pos, c) for c in options]
+                rows = yield from self._candidate_rows(goal, texts, gamma.labels)
+                gains = goal.progress(rows, gamma, reference)
                 best = int(torch.argmax(gains))  # first of equal maxima, as a strict ">" loop would pick
-                if gains[best] <= 0:
+                if gains[best] <= MIN_GAIN:
                     continue  # no candidate helps: the word stays
                 result.changes.append(Change(pos, current[pos], options[best]))
-                current[pos], after = options[best], rows[best]
+                current[pos], reference = options[best], rows[best]
+                after = (yield from goal.request([texts[best]]))[0]  # the full row, for the top-k
                 if goal.is_success(after, gamma):
                     status = "success"
                     break

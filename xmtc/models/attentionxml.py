@@ -27,8 +27,9 @@ class LabelWiseAttention(nn.Module):
         self.query = nn.Parameter(torch.empty(num_labels, hidden))
         nn.init.xavier_uniform_(self.query)
 
-    def forward(self, states: Tensor, mask: Tensor) -> Tensor:
-        logits = torch.matmul(self.query, states.transpose(1, 2))  # (B, L, T)
+    def forward(self, states: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
+        query = self.query if labels is None else self.query[labels]  # only the labels asked for
+        logits = torch.matmul(query, states.transpose(1, 2))  # (B, L, T)
         logits.masked_fill_(~mask.unsqueeze(1), float("-inf"))  # in place: a fresh tensor, not needed by backward
         return torch.softmax(logits, dim=-1) @ states  # (B, L, D)
 
@@ -109,13 +110,13 @@ class AttentionXML(XMTCModule):
         return {"input_ids": pad_sequence(ids, batch_first=True, padding_value=WordTokenizer.pad_id),
                 "lengths": torch.tensor([len(x) for x in ids])}
 
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+    def forward(self, inputs: dict[str, Tensor], labels: Tensor | None = None) -> Tensor:
         ids, lengths = inputs["input_ids"], inputs["lengths"]
         x = self.embedding_dropout(self.embedding(ids))
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
         mask = torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device).unsqueeze(1)
-        context = self.attention(self.dropout(states), mask)  # (B, L, 2H)
+        context = self.attention(self.dropout(states), mask, labels)  # (B, L, 2H)
         return self.mlp(context).squeeze(-1)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

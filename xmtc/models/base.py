@@ -98,8 +98,12 @@ class XMTCModule(L.LightningModule):
         """Tensors the network needs for a list of raw texts (on the CPU)."""
 
     @abstractmethod
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        """Logits (B, L)."""
+    def forward(self, inputs: dict[str, Tensor], labels: Tensor | None = None) -> Tensor:
+        """Logits (B, L), or (B, len(labels)) for only the label indices ``labels``.
+
+        The subset is what makes attacks cheap: their search only needs the target labels' scores
+        (a model may compute the full row and index it, but should not when it can avoid the work).
+        """
 
     def scores_from_logits(self, logits: Tensor) -> Tensor:
         """The model's own per-label scores (probabilities for sigmoid outputs); what rankings use."""
@@ -164,17 +168,25 @@ class XMTCModule(L.LightningModule):
     # -- raw text in, scores out: the only interface the attack suite uses --
 
     @torch.no_grad()
-    def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-        """Scores (len(texts), L) on the CPU, in eval mode, batched; restores the training mode."""
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64, labels: Sequence[int] | None = None) -> Tensor:
+        """Scores (len(texts), L) on the CPU, in eval mode, batched; restores the training mode.
+
+        With ``labels`` only those columns, (len(texts), len(labels)), computed without the others where
+        the model can (AttentionXML's label-wise attention for 1 label instead of thousands).
+        """
         was_training = self.training
         self.eval()
+        subset = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
+        if subset is not None and subset.numel() and not bool(((subset >= 0) & (subset < self.num_labels)).all()):
+            raise ValueError(f"label indices out of range for {self.num_labels} labels: {list(labels)}")
         try:
             out = []
             for start in range(0, len(texts), batch_size):
                 inputs = self.encode(texts[start:start + batch_size])
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                out.append(self.scores_from_logits(self(inputs)).float().cpu())
-            return torch.cat(out) if out else torch.zeros(0, self.num_labels)
+                out.append(self.scores_from_logits(self(inputs, labels=subset)).float().cpu())
+            width = self.num_labels if subset is None else subset.numel()
+            return torch.cat(out) if out else torch.zeros(0, width)
         finally:
             self.train(was_training)
 
