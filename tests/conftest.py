@@ -18,3 +18,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture
 def toy_axml(tmp_path: Path) -> Path:
     return write_axml(tmp_path / "toy", {"train": 240, "test": 60})
+
+
+@pytest.fixture(scope="session")
+def tiny_attack_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny masked LM (trained) and sentence encoder (random) on the toy corpus, shared by the attack tests."""
+    pytest.importorskip("sentence_transformers")
+    from tiny_models import build_tiny_mlm, build_tiny_sentence_transformer
+    from toydata import toy_corpus
+
+    root = tmp_path_factory.mktemp("attack_models")
+    texts, _ = toy_corpus(300, seed=7)
+    return (build_tiny_mlm(root / "mlm", corpus=texts, steps=60),
+            build_tiny_sentence_transformer(root / "encoder", corpus=texts))

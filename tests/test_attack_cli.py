@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_models import build_tiny_mlm, build_tiny_sentence_transformer
-from toydata import REPO, toy_corpus, write_axml
+from toydata import REPO, write_axml
 
 from xmtc.cli import main
 
@@ -25,15 +24,12 @@ def _common(data: Path, logs: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    pytest.importorskip("sentence_transformers")
+def setup(tmp_path_factory, tiny_attack_models):
     root = tmp_path_factory.mktemp("attack")
     data = write_axml(root / "toy", {"train": 240, "test": 60})
     main(["fit", *_common(data, root / "logs"), "--trainer.max_epochs=6"])
     ckpt = next((root / "logs").rglob("last.ckpt"))
-    texts, _ = toy_corpus(300, seed=7)
-    mlm = build_tiny_mlm(root / "mlm", corpus=texts, steps=60)
-    encoder = build_tiny_sentence_transformer(root / "encoder", corpus=texts)
+    mlm, encoder = tiny_attack_models
     return root, data, ckpt, mlm, encoder
 
 

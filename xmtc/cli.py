@@ -5,6 +5,7 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from xmtc.callbacks.save_config import SaveConfigToLoggers
 from xmtc.data.datamodule import XMTCDataModule
 from xmtc.models.base import XMTCModule
 from xmtc.prediction_writer import JsonlPredictionWriter
@@ -41,6 +42,7 @@ def main(args: list[str] | None = None) -> XMTCCLI:
         trainer_defaults={
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}},
         },
+        save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
     )

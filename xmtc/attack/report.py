@@ -137,3 +137,45 @@ def plot_success_by_frequency(summary: dict[str, Any], path: str | Path, kind: s
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_success_over_training(records: Sequence[dict[str, Any]], path: str | Path, kind: str = "positive",
+                               similarity_threshold: float = 0.8, max_change_rate: float = 0.1,
+                               title: str | None = None) -> Path:
+    """Success rate against label frequency, one line per evaluation during training (later = darker), for
+    the plain rate and Figure 2's (similarity and change-rate thresholds); the robustness callback's picture.
+
+    ``records``: per-bin rows with ``global_step``, ``kind``, ``bin``, ``success_rate``, ``success_rate_strict``
+    (rows whose ``bin`` is ``all`` are the overall figures and are left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in records if r["kind"] == kind and r["bin"] != "all" and r["attacked"]]
+    steps = sorted({r["global_step"] for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    cmap = plt.get_cmap("viridis")
+    panels = (("success_rate", "success"),
+              ("success_rate_strict", f"success with similarity > {similarity_threshold:g} and change rate "
+                                      f"< {100 * max_change_rate:g}%"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for i, step in enumerate(steps):
+            mine = sorted((r for r in rows if r["global_step"] == step), key=lambda r: bin_center(r["bin"]))
+            color = cmap(0.85 * (1 - i / max(1, len(steps) - 1)))
+            ax.plot([bin_center(r["bin"]) for r in mine], [100 * (r[key] or 0.0) for r in mine], marker="o",
+                    color=color, label=f"step {step}")
+        ax.set_xscale("log")
+        ax.set_xlabel("label frequency in training (bin centre)")
+        ax.set_title(label, fontsize=9)
+        ax.set_ylim(0, 100)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("success rate (%)")
+    if steps:
+        axes[1].legend(fontsize=8)
+    fig.suptitle(title or f"{kind}-targeted attacks on validation pairs during training")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -93,7 +93,8 @@ class AttackSettings:
     documents_at_once: int = 8
 
 
-def _load_encoder(settings: AttackSettings) -> Any:
+def load_encoder(settings: AttackSettings, device: str = "cpu") -> Any:
+    """The sentence encoder the settings name (None for no similarity); sentence-transformers on ``device``."""
     from xmtc.attack import similarity
 
     if settings.encoder is None:
@@ -102,7 +103,50 @@ def _load_encoder(settings: AttackSettings) -> Any:
         if not settings.encoder_path:
             raise ValueError("encoder 'use' needs encoder_path: a TF-Hub handle or a local SavedModel directory")
         return similarity.UniversalSentenceEncoder(settings.encoder_path)
-    return similarity.SentenceTransformerEncoder(settings.encoder_path)
+    return similarity.SentenceTransformerEncoder(settings.encoder_path, device=device)
+
+
+_load_encoder = load_encoder
+
+
+def encoder_description(settings: AttackSettings) -> str:
+    """The similarity measure as reports name it (NOTES §1: every report names its measure)."""
+    default = "all-MiniLM-L6-v2 (xmtc[minilm])" if settings.encoder == "sentence-transformers" else ""
+    return f"{settings.encoder or 'no encoder'} {settings.encoder_path or default}, {settings.similarity_measure}"
+
+
+def add_similarity(encoder: Any, originals: Sequence[str], results: Sequence[AttackResult],
+                   measure: SimilarityMeasure) -> None:
+    """Similarity of every changed text to its original, in one encoder call; 1.0 when unchanged."""
+    if encoder is None:
+        return
+    from xmtc.attack.similarity import text_similarity
+
+    changed = [i for i, r in enumerate(results) if r.changes]
+    for r in results:
+        r.similarity = 1.0
+    if changed:
+        sims = text_similarity(encoder, [" ".join(originals[i].split()) for i in changed],
+                               [results[i].adversarial_text for i in changed], measure)
+        for i, sim in zip(changed, sims.tolist(), strict=True):
+            results[i].similarity = float(sim)
+
+
+def result_row(r: AttackResult, stats: Any, model: str, doc_id: str, doc_index: int, bin_name: str,
+               measure: SimilarityMeasure, seconds: float) -> dict[str, Any]:
+    """One line of results.jsonl: the result with label ids and names instead of indices (``stats``:
+    the model's LabelStats)."""
+    row = asdict(r)
+    row.update(
+        model=model, doc_id=doc_id, doc_index=doc_index, bin=bin_name,
+        target_index=r.target, target_label=stats.label_ids[r.target], target_name=stats.label_names[r.target],
+        target_train_freq=int(stats.freqs[r.target]), change_rate=r.change_rate,
+        topk_before=[stats.label_ids[i] for i in r.topk_before], topk_after=[stats.label_ids[i] for i in r.topk_after],
+        similarity_measure=measure if r.similarity is not None else None,
+        seconds=round(seconds, 3),
+    )
+    row.pop("target")
+    return row
 
 
 def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names: Sequence[str]) -> np.ndarray:
@@ -119,7 +163,7 @@ def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names
     return np.array(sorted(set(out)), dtype=np.int64)
 
 
-def _fit_to_model(model: Any, text: str) -> tuple[str, str]:
+def fit_to_model(model: Any, text: str) -> tuple[str, str]:
     """Cut a document to the words the model reads, so no attack edits text the model never sees."""
     tok = getattr(model, "tokenizer", None)
     limit = getattr(tok, "max_length", None)
@@ -131,6 +175,9 @@ def _fit_to_model(model: Any, text: str) -> tuple[str, str]:
     counts = np.cumsum([len(tok.words(w)) for w in words])
     keep = int(np.searchsorted(counts, limit, side="right"))
     return " ".join(words[:keep]), f"document cut to its first {keep} of {len(words)} words (model limit {limit})"
+
+
+_fit_to_model = fit_to_model
 
 
 class AttackRun:
@@ -249,7 +296,7 @@ class AttackRun:
         from xmtc.attack.transformation import MaskedLMSubstitution
 
         transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode, batch_size=s.batch_size)
-        encoder = _load_encoder(s)
+        encoder = load_encoder(s)
         jobs = [(name, kind, int(d), int(t)) for name in self.models for kind, pairs in chosen.items()
                 for d, t in pairs if (name, kind, self.doc_ids[d], int(t)) not in done]
         total = sum(len(p) for p in chosen.values()) * len(self.models)
@@ -265,7 +312,7 @@ class AttackRun:
                 for start in range(0, len(mine), max(1, s.documents_at_once)):
                     group = mine[start:start + max(1, s.documents_at_once)]
                     began = time.perf_counter()
-                    fitted = [_fit_to_model(self.models[name], self.texts[d]) for _, _, d, _ in group]
+                    fitted = [fit_to_model(self.models[name], self.texts[d]) for _, _, d, _ in group]
                     results = searches[name].attack_many([(text, t, kind) for (text, _), (_, kind, _, t)
                                                           in zip(fitted, group, strict=True)])
                     self._add_similarity(encoder, [text for text, _ in fitted], results)
@@ -280,40 +327,16 @@ class AttackRun:
         return self.report()
 
     def _add_similarity(self, encoder: Any, originals: list[str], results: list[AttackResult]) -> None:
-        """Similarity of every changed text to its original, in one encoder call; 1.0 when unchanged."""
-        if encoder is None:
-            return
-        from xmtc.attack.similarity import text_similarity
-
-        changed = [i for i, r in enumerate(results) if r.changes]
-        for r in results:
-            r.similarity = 1.0
-        if changed:
-            sims = text_similarity(encoder, [" ".join(originals[i].split()) for i in changed],
-                                   [results[i].adversarial_text for i in changed], self.settings.similarity_measure)
-            for i, sim in zip(changed, sims.tolist(), strict=True):
-                results[i].similarity = float(sim)
+        add_similarity(encoder, originals, results, self.settings.similarity_measure)
 
     def _row(self, model: str, doc: int, bin_index: int, r: AttackResult, seconds: float) -> dict[str, Any]:
-        st = self.stats
-        row = asdict(r)
-        row.update(
-            model=model, doc_id=self.doc_ids[doc], doc_index=doc, bin=self.bins[bin_index].name,
-            target_index=r.target, target_label=st.label_ids[r.target], target_name=st.label_names[r.target],
-            target_train_freq=int(st.freqs[r.target]), change_rate=r.change_rate,
-            topk_before=[st.label_ids[i] for i in r.topk_before], topk_after=[st.label_ids[i] for i in r.topk_after],
-            similarity_measure=self.settings.similarity_measure if r.similarity is not None else None,
-            seconds=round(seconds, 3),
-        )
-        row.pop("target")
-        return row
+        return result_row(r, self.stats, model, self.doc_ids[doc], doc, self.bins[bin_index].name,
+                          self.settings.similarity_measure, seconds)
 
     def report(self) -> dict[str, Any]:
         rows = [json.loads(line) for line in (self.out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
         s = self.settings
-        default = "all-MiniLM-L6-v2 (xmtc[minilm])" if s.encoder == "sentence-transformers" else ""
-        measure = f"{s.encoder or 'no encoder'} {s.encoder_path or default}, {s.similarity_measure}"
-        summary = summarize(rows, s.similarity_threshold, s.max_change_rate, measure)
+        summary = summarize(rows, s.similarity_threshold, s.max_change_rate, encoder_description(s))
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         dataset = Path(self.identity.get("data_dir", "")).name
         (self.out / "tables.md").write_text(markdown_tables(summary, dataset=dataset), encoding="utf-8")

@@ -1,0 +1,182 @@
+"""The robustness callback inside ``fit``, for real: a tiny AttentionXML, a tiny masked LM and encoder, an offline
+W&B run read back from its files, and a 2-process gloo DDP fit compared with a single-process run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import single_thread
+from toydata import REPO, write_axml
+
+from xmtc.cli import main
+
+# dropout on, so a callback that drew random numbers or left the model in eval mode would change the weights
+TINY_MODEL = [
+    "--model.init_args.embedding_dim=16", "--model.init_args.hidden_size=16", "--model.init_args.linear_sizes=[16]",
+    "--model.init_args.dropout=0.2", "--model.init_args.embedding_dropout=0.2",
+    "--model.init_args.optimizer.init_args.lr=0.02",
+]
+K = 2
+
+
+def _fit_args(data: Path, logs: Path) -> list[str]:
+    return [f"--config={REPO / 'configs' / 'demo_axml.yaml'}", f"--data.init_args.data_dir={data}",
+            "--data.init_args.val_fraction=0.2", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.name=toy", *TINY_MODEL]
+
+
+def _loggers(path: Path, logs: Path) -> Path:
+    """CSV and offline W&B loggers, as a config file (a list cannot be appended to from the command line)."""
+    path.write_text(f"""trainer:
+  logger:
+    - class_path: lightning.pytorch.loggers.CSVLogger
+      init_args: {{save_dir: {logs}, name: toy}}
+    - class_path: lightning.pytorch.loggers.WandbLogger
+      init_args: {{save_dir: {logs}, project: xmtc-test, offline: true}}
+""", encoding="utf-8")
+    return path
+
+
+def _callback(mlm: Path, encoder: Path, *extra: str) -> list[str]:
+    """The shipped snippet, sized down to the toy task."""
+    return [f"--trainer.callbacks+={REPO / 'callbacks' / 'robustness.yaml'}",
+            f"--trainer.callbacks.settings.masked_lm={mlm}", f"--trainer.callbacks.settings.encoder_path={encoder}",
+            f"--trainer.callbacks.settings.k={K}", "--trainer.callbacks.settings.min_labels_per_bin=2",
+            "--trainer.callbacks.settings.samples_per_bin=3", "--trainer.callbacks.settings.candidates=8",
+            "--trainer.callbacks.settings.max_change_rate=0.3", "--trainer.callbacks.settings.batch_size=16",
+            "--trainer.callbacks.settings.documents_at_once=4", "--trainer.callbacks.max_bins=2", *extra]
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_axml(tmp_path_factory.mktemp("robustness") / "toy", {"train": 300, "test": 30})
+
+
+def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(data, tiny_attack_models, tmp_path):
+    import wandb
+    from wandb_records import config, history
+
+    mlm, encoder = tiny_attack_models
+    with_cb, without = tmp_path / "with", tmp_path / "without"
+    main(["fit", *_fit_args(data, with_cb), f"--config={_loggers(tmp_path / 'l1.yaml', with_cb)}",
+          "--trainer.max_epochs=2", *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]")])
+    wandb.finish()  # a CLI process finishes the run at exit; in-process we do it by hand
+    main(["fit", *_fit_args(data, without), f"--config={_loggers(tmp_path / 'l2.yaml', without)}",
+          "--trainer.max_epochs=2"])
+    wandb.finish()
+
+    # training is unchanged: the same weights, bit for bit
+    a = torch.load(next(with_cb.rglob("last.ckpt")), map_location="cpu", weights_only=False)["state_dict"]
+    b = torch.load(next(without.rglob("last.ckpt")), map_location="cpu", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # CSV logger: per-bin scalars at the steps of the validation metrics (not at the sanity check)
+    rows = _csv(next(with_cb.rglob("metrics.csv")))
+    val_steps = [r["step"] for r in rows if r.get("val/P@1")]
+    rob = [r for r in rows if r.get("robustness/positive/success_rate")]
+    assert len(val_steps) == 2 and [r["step"] for r in rob] == val_steps
+    bins = sorted(k.rsplit("freq_", 1)[1] for k in rob[0] if k.startswith("robustness/positive/success_rate/freq_"))
+    assert len(bins) == 2
+    for kind in ("positive", "negative"):
+        for stat in ("success_rate", "success_rate_strict", "mean_queries", "attacked"):
+            assert all(f"robustness/{kind}/{stat}/freq_{b}" in rows[0] for b in bins), (kind, stat)
+    assert {"robustness/positive/mean_similarity", "robustness/negative/mean_change_rate",
+            "robustness/seconds", "robustness/share_of_epoch"} <= set(rows[0])
+
+    # files in the log directory
+    out = next(with_cb.rglob("robustness"))
+    summary = _csv(out / "summary.csv")
+    assert {(r["kind"], r["bin"]) for r in summary} == {(k, b) for k in ("positive", "negative")
+                                                       for b in ["all", *bins]}
+    assert len({r["global_step"] for r in summary}) == 2
+    assert all(int(r["attacked"]) == 3 for r in summary if r["bin"] != "all")  # samples_per_bin per bin
+    results = _jsonl(out / "results.jsonl")
+    assert len(results) == 2 * 2 * 2 * 3  # evaluations x kinds x bins x samples
+    for r in results:
+        if r["kind"] == "positive" and r["status"] != "skipped":
+            assert r["rank_before"] <= K and (r["rank_after"] > K) == r["success"]
+        if r["kind"] == "negative" and r["status"] != "skipped":
+            assert r["rank_before"] > K and (r["rank_after"] <= K) == r["success"]
+        assert r["doc_id"].startswith("val:")
+    assert any(r["success"] for r in results)
+    for kind in ("positive", "negative"):
+        assert (out / f"success_by_frequency_{kind}.png").stat().st_size > 5000
+
+    # the offline W&B run: scalars, the line charts over label frequency, the examples table, the full config
+    run_dir = next(with_cb.glob("wandb/offline-run-*"))
+    run_file = next(run_dir.glob("run-*.wandb"))
+    logged = history(run_file)
+    val = [r["trainer/global_step"] for r in logged if "val/P@1" in r]
+    mine = [r for r in logged if "robustness/positive/success_rate" in r]
+    assert len(mine) == 2 and [r["trainer/global_step"] for r in mine] == val
+    assert all(f"robustness/negative/success_rate_strict/freq_{b}" in mine[-1] for b in bins)
+    cfg = config(run_file)
+    for kind in ("positive", "negative"):
+        assert f"_wandb/visualize/robustness/{kind}/success_by_frequency" in cfg
+        assert f"_wandb/visualize/robustness/{kind}/success_by_frequency_fig2" in cfg
+    chart = json.loads((run_dir / "files" / mine[-1]["robustness/positive/success_by_frequency_table/path"])
+                       .read_text(encoding="utf-8"))
+    assert chart["columns"][:4] == ["label_frequency", "bin", "success_rate", "success_rate_fig2"]
+    assert len(chart["data"]) == 2 * 2 and len({row[-1] for row in chart["data"]}) == 2  # a line per evaluation
+    table = json.loads((run_dir / "files" / mine[-1]["robustness/examples/path"]).read_text(encoding="utf-8"))
+    assert {"original", "adversarial", "target_name", "rank_before", "rank_after"} <= set(table["columns"])
+    assert len(table["data"]) == 2 * 2 * 3
+    first = dict(zip(table["columns"], table["data"][0], strict=True))
+    assert first["success"] and first["original"] != first["adversarial"]  # successes first
+    # the whole CLI config is in the run (and its files), not only the model's hyperparameters
+    assert cfg["cli"]["trainer"]["max_epochs"] == 2
+    assert any(c["class_path"] == "xmtc.callbacks.RobustnessCallback" for c in cfg["cli"]["trainer"]["callbacks"])
+    assert "RobustnessCallback" in (run_dir / "files" / "config.yaml").read_text(encoding="utf-8")
+
+
+def test_ddp_two_processes_match_a_single_process_run(data, tiny_attack_models, tmp_path):
+    """2-process gloo DDP fit with the callback (and a second one whose time limit stops it at once), then the
+    callback alone in one process on the DDP checkpoint: the same pairs give the same attacks."""
+    mlm, encoder = tiny_attack_models
+    logs = tmp_path / "ddp"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "xmtc", "fit", *_fit_args(data, logs), f"--config={_loggers(tmp_path / 'l.yaml', logs)}",
+           "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+           *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]"),
+           *_callback(mlm, encoder, "--trainer.callbacks.time_limit=0", "--trainer.callbacks.prefix=quick",
+                      f"--trainer.callbacks.dirpath={tmp_path / 'quick'}")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ddp = _jsonl(next(logs.rglob("robustness/results.jsonl")))
+    assert {r["rank"] for r in ddp} == {0, 1}  # the pairs were shared out
+    assert len(list(logs.glob("wandb/offline-run-*"))) == 1  # rank 0 alone logs
+    metrics = _csv(next(logs.rglob("metrics.csv")))
+    assert len([r for r in metrics if r.get("robustness/positive/success_rate")]) == 1
+    quick = [r for r in metrics if r.get("quick/time_limited")]
+    assert len(quick) == 1 and float(quick[0]["quick/time_limited"]) == 1.0
+    assert not any(k.startswith("quick/positive") and v for k, v in quick[0].items())  # nothing attacked
+
+    single_dir = tmp_path / "single"
+    with single_thread():  # as each DDP process on 2 cores
+        main(["validate", *_fit_args(data, tmp_path / "single_logs"), f"--ckpt_path={next(logs.rglob('last.ckpt'))}",
+              *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]",
+                         f"--trainer.callbacks.dirpath={single_dir}")])
+    single = _jsonl(single_dir / "results.jsonl")
+    assert {r["rank"] for r in single} == {0}
+    varying = {"rank", "seconds", "global_step", "epoch"}
+    assert len(ddp) == len(single) == 2 * 2 * 3
+    for x, y in zip(ddp, single, strict=True):
+        assert {k: v for k, v in x.items() if k not in varying} == {k: v for k, v in y.items() if k not in varying}
