@@ -9,6 +9,7 @@ live in a buffer, so a checkpoint carries the exact weights it was trained with.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -50,12 +51,21 @@ class LossHead(nn.Module):
     def label_weights(self, stats: LabelStats) -> np.ndarray:
         return np.ones(len(stats))
 
-    def bind(self, stats: LabelStats) -> None:
-        """Compute the per-label positive weights from the training label statistics."""
+    def bind(self, stats: LabelStats, groups: Sequence[int] | None = None) -> None:
+        """Compute the per-label positive weights from the training label statistics.
+
+        ``groups``: boundaries ``[0, b1, ..., L]`` of label ranges normalised each on its own (APLC's
+        head shortlist and tail clusters, whose losses are separate means); default one group.
+        """
         w = np.asarray(self.label_weights(stats), dtype=np.float64)
         seen = stats.freqs > 0
-        if self.normalize and seen.any():
-            w = w / w[seen].mean()
+        bounds = [0, len(w)] if groups is None else list(groups)
+        if bounds[0] != 0 or bounds[-1] != len(w) or any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
+            raise ValueError(f"weight groups {bounds} must increase from 0 to the {len(w)} labels")
+        if self.normalize:
+            for lo, hi in zip(bounds, bounds[1:], strict=False):
+                if seen[lo:hi].any():
+                    w[lo:hi] = w[lo:hi] / w[lo:hi][seen[lo:hi]].mean()
         self.pos_weight = torch.as_tensor(w, dtype=torch.float32, device=self.pos_weight.device)
 
     def resize(self, num_labels: int) -> None:

@@ -10,7 +10,7 @@ import warnings
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
@@ -27,6 +27,9 @@ from xmtc.data.readers import (
     read_text_lines,
 )
 from xmtc.data.tokenizer import WordTokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class LabelledTexts(Dataset):
@@ -72,10 +75,13 @@ class XMTCDataModule(L.LightningDataModule):
         val_fraction: share of training documents carved out for validation when needed (0 = none).
         test_split: name of the test split.
         predict_file: raw text file (one document per line, ``.txt`` or ``.txt.gz``) for ``predict``.
-        max_length: words kept per document.
-        max_vocab_size: most frequent training words kept; others map to ``<unk>``.
-        min_word_freq: minimum training count of a vocabulary word.
-        lowercase: lower-case before tokenizing.
+        tokenizer: name or local directory of a Hugging Face subword tokenizer (``xlnet-base-cased``, or
+            one trained by ``python -m xmtc.data.train_tokenizer``) for APLC-XLNet; ``None`` (default)
+            builds the word vocabulary of the training split for AttentionXML.
+        max_length: words (word vocabulary) or subword tokens (``tokenizer``) kept per document.
+        max_vocab_size: most frequent training words kept; others map to ``<unk>`` (word vocabulary only).
+        min_word_freq: minimum training count of a vocabulary word (word vocabulary only).
+        lowercase: lower-case before tokenizing (word vocabulary only; a subword tokenizer decides itself).
         propensity: Jain et al. (A, B) for inverse propensities: a preset (``default`` 0.55/1.5,
             ``wiki`` 0.5/0.4, ``amazon`` 0.6/2.6) or an explicit ``[A, B]``.
         batch_size: training batch size (per device).
@@ -93,6 +99,7 @@ class XMTCDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_split: str = "test",
         predict_file: str | None = None,
+        tokenizer: str | None = None,
         max_length: int = 500,
         max_vocab_size: int = 100_000,
         min_word_freq: int = 1,
@@ -159,8 +166,12 @@ class XMTCDataModule(L.LightningDataModule):
         return len(self.label_stats)
 
     @cached_property
-    def tokenizer(self) -> WordTokenizer:
-        """Word vocabulary of the training split (AttentionXML)."""
+    def tokenizer(self) -> WordTokenizer | PreTrainedTokenizerBase:
+        """Word vocabulary of the training split (AttentionXML), or the subword tokenizer named by ``tokenizer``."""
+        if self.hparams.tokenizer is not None:
+            from xmtc.data.subword import load_subword_tokenizer
+
+            return load_subword_tokenizer(self.hparams.tokenizer, max_length=self.hparams.max_length)
         return WordTokenizer.build(
             self.train_split.texts,
             max_size=self.hparams.max_vocab_size,
