@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN_ID := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo demo-aplc test bench lint clean
 
 # The venv marker is pyproject.toml's install, so `make demo`/`make test` work as a first command.
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,15 @@ demo: $(VENV)/.installed
 models/mlm-eurlex57k-demo/config.json: $(VENV)/.installed
 	$(PY) -m xmtc.attack.mlm --data data/eurlex57k-demo --output models/mlm-eurlex57k-demo --steps 400
 
+# APLC-XLNet at toy size on the demo subset: a tokenizer trained on the corpus, a small XLNet from scratch.
+demo-aplc: $(VENV)/.installed models/tok-eurlex57k-demo/tokenizer.json
+	$(PY) -m xmtc fit --config configs/demo_aplc.yaml --trainer.logger.init_args.version=$(RUN_ID)
+	$(PY) -m xmtc test --config configs/demo_aplc.yaml --trainer.logger.init_args.version=$(RUN_ID)-test \
+	  --ckpt_path logs/demo_aplc/$(RUN_ID)/checkpoints/last.ckpt
+
+models/tok-eurlex57k-demo/tokenizer.json: $(VENV)/.installed
+	$(PY) -m xmtc.data.train_tokenizer --data data/eurlex57k-demo --output models/tok-eurlex57k-demo --max-length 256
+
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
@@ -48,6 +57,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_attentionxml.py
 	$(PY) bench/bench_attack.py --pairs 24
 	$(PY) bench/bench_selection.py
+	nice $(PY) bench/bench_aplc.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check xmtc tests bench scripts
