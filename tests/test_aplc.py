@@ -421,3 +421,18 @@ def test_checkpoint_refuses_another_tokenizer(fitted, tmp_path):
     with pytest.raises(ValueError, match="does not match the checkpoint"):
         main(_cli("validate", data, tmp_path, tmp_path / "other", f"--ckpt_path={ckpt}",
                   "--model.init_args.max_positives=null"))
+
+
+def test_mixed_precision_keeps_scores_and_loss_in_float32(tokenizer):
+    model = _model(tokenizer)
+    inputs = model.encode(["milk cheese butter cows", "tax customs duty"])
+    targets = torch.zeros(2, 12)
+    targets[0, [1, 9]] = 1.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = model.compute_loss(inputs, targets)
+        logits = model(inputs)
+        subset = model(inputs, labels=torch.tensor([9, 1]))
+    assert loss.dtype == logits.dtype == subset.dtype == torch.float32
+    assert bool(torch.isfinite(loss)) and bool(torch.isfinite(logits).all())
+    loss.backward()
+    assert model.encoder.word_embedding.weight.grad is not None
