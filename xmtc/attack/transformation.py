@@ -333,6 +333,11 @@ class MaskedLMSubstitution:
         """Raw predictions to look at: case variants and the original word are dropped afterwards."""
         return 3 * self.k + 10
 
+    def clear_cache(self) -> None:
+        """Forget cached encodings and unmasked passes (e.g. to time two attack implementations fairly)."""
+        self._encoded_cache.clear()
+        self._unmasked_cache.clear()
+
     def candidates(self, words: Sequence[str], positions: Sequence[int]) -> list[list[str]]:
         """For each position, up to K replacement candidates for ``words[position]`` in the current text."""
         for p in positions:
