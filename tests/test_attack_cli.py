@@ -27,6 +27,7 @@ def _common(data: Path, logs: Path) -> list[str]:
 def setup(tmp_path_factory, tiny_attack_models):
     root = tmp_path_factory.mktemp("attack")
     data = write_axml(root / "toy", {"train": 240, "test": 60})
+    (data / "test_ids.txt").write_text("".join(f"celex-{i:03d}\n" for i in range(60)), encoding="utf-8")
     main(["fit", *_common(data, root / "logs"), "--trainer.max_epochs=6"])
     ckpt = next((root / "logs").rglob("last.ckpt"))
     mlm, encoder = tiny_attack_models
@@ -55,6 +56,7 @@ def test_attack_writes_results_summary_tables_and_plot_and_resumes(setup, tmp_pa
                 "changes", "queries", "similarity", "change_rate", "original_text", "adversarial_text",
                 "topk_before", "topk_after", "similarity_measure"):
         assert key in rows[0], key
+    assert all(r["doc_id"].startswith("celex-") for r in rows)  # the dataset's own ids
     for r in rows:
         if r["kind"] == "positive" and r["status"] != "skipped":
             assert r["rank_before"] <= 2 and (r["rank_after"] > 2) == r["success"]

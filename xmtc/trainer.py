@@ -55,7 +55,7 @@ class XMTCTrainer(L.Trainer):
         datamodule.setup("test" if is_test else "validate")
         split = "test" if is_test else "val"
         data = datamodule.datasets[split]
-        doc_ids = [f"{settings.split}:{i}" for i in range(len(data))]
+        doc_ids = data.ids or [f"{settings.split}:{i}" for i in range(len(data))]
         train = (datamodule.train_split.texts, [datamodule.label_index(y) for y in datamodule.train_split.labels])
         run = AttackRun(models, data.texts, data.labels, doc_ids, settings, output_dir,
                         identity={"checkpoints": paths, "data_dir": str(datamodule.data_dir)}, train=train)

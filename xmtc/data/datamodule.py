@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 class LabelledTexts(Dataset):
     """Texts with their label indices (ragged); targets are densified per batch, never per dataset."""
 
-    def __init__(self, texts: list[str], labels: list[np.ndarray] | None) -> None:
+    def __init__(self, texts: list[str], labels: list[np.ndarray] | None, ids: list[str] | None = None) -> None:
         self.texts = texts
         self.labels = labels
+        self.ids = ids  # the dataset's own document ids (what attack results name documents by)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -202,7 +203,7 @@ class XMTCDataModule(L.LightningDataModule):
             warnings.warn(
                 f"{split.source}: {len(unseen)} labels ({sum(unseen.values())} assignments) never occur in "
                 f"training; they are outside the label space and ignored by the metrics", stacklevel=2)
-        return LabelledTexts(split.texts, [self.label_index(labels) for labels in split.labels])
+        return LabelledTexts(split.texts, [self.label_index(labels) for labels in split.labels], split.ids)
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
