@@ -6,15 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import single_thread
 from toydata import REPO, write_axml
 
+from xmtc.callbacks.robustness import training_state_preserved
 from xmtc.cli import main
 
 # dropout on, so a callback that drew random numbers or left the model in eval mode would change the weights
@@ -64,6 +67,23 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def test_training_state_preserved_restores_modes_and_random_states():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)).train()
+    model[0].eval()  # a submodule frozen in eval mode stays so
+
+    def draw() -> tuple:
+        return random.random(), float(np.random.rand()), torch.rand(2).tolist()
+
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = draw()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    with training_state_preserved(model):
+        assert not model.training and not model[1].training and not torch.is_grad_enabled()
+        draw(), torch.nn.Linear(50, 50), model.train()  # random numbers drawn, modes changed
+    assert draw() == expected
+    assert model.training and not model[0].training and model[1].training and torch.is_grad_enabled()
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return write_axml(tmp_path_factory.mktemp("robustness") / "toy", {"train": 300, "test": 30})
@@ -78,9 +98,7 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
     main(["fit", *_fit_args(data, with_cb), f"--config={_loggers(tmp_path / 'l1.yaml', with_cb)}",
           "--trainer.max_epochs=2", *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]")])
     wandb.finish()  # a CLI process finishes the run at exit; in-process we do it by hand
-    main(["fit", *_fit_args(data, without), f"--config={_loggers(tmp_path / 'l2.yaml', without)}",
-          "--trainer.max_epochs=2"])
-    wandb.finish()
+    main(["fit", *_fit_args(data, without), "--trainer.max_epochs=2"])
 
     # training is unchanged: the same weights, bit for bit
     a = torch.load(next(with_cb.rglob("last.ckpt")), map_location="cpu", weights_only=False)["state_dict"]
@@ -153,7 +171,8 @@ def test_ddp_two_processes_match_a_single_process_run(data, tiny_attack_models, 
     logs = tmp_path / "ddp"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "xmtc", "fit", *_fit_args(data, logs), f"--config={_loggers(tmp_path / 'l.yaml', logs)}",
+    loggers = _loggers(tmp_path / "loggers.yaml", logs)
+    cmd = [sys.executable, "-m", "xmtc", "fit", *_fit_args(data, logs), f"--config={loggers}",
            "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
            *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]"),
            *_callback(mlm, encoder, "--trainer.callbacks.time_limit=0", "--trainer.callbacks.prefix=quick",

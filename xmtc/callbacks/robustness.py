@@ -140,10 +140,10 @@ class RobustnessCallback(Callback):
             they are all scored once per evaluation). null: all.
         time_limit: seconds per evaluation; no new group of pairs starts after it (null: no limit).
         examples_logged: adversarial examples per evaluation in the W&B table (successes first).
-        dirpath: where CSV, JSONL and PNG files go (default ``<trainer.log_dir>/robustness``); null to write none
-            with ``write_files: false``.
-        write_files: write ``summary.csv``, ``results.jsonl`` and ``success_by_frequency_<kind>.png``.
-        prefix: name prefix of the logged metrics.
+        dirpath: where the files go (default ``<trainer.log_dir>/robustness``).
+        write_files: write ``summary.csv``, ``results.jsonl`` and ``success_by_frequency_<kind>.png`` there.
+        prefix: name prefix of the logged metrics (and the callback's state key, so instances with other
+            settings and prefixes can run side by side).
     """
 
     def __init__(
@@ -212,7 +212,7 @@ class RobustnessCallback(Callback):
 
     @property
     def state_key(self) -> str:
-        """Several instances (e.g. with other settings) may run side by side if their prefixes differ."""
+        """Several instances may run side by side if their prefixes differ."""
         return self._generate_state_key(prefix=self.prefix)
 
     def state_dict(self) -> dict[str, Any]:
