@@ -36,16 +36,10 @@ def _fit_args(data: Path, logs: Path) -> list[str]:
             f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.name=toy", *TINY_MODEL]
 
 
-def _loggers(path: Path, logs: Path) -> Path:
-    """CSV and offline W&B loggers, as a config file (a list cannot be appended to from the command line)."""
-    path.write_text(f"""trainer:
-  logger:
-    - class_path: lightning.pytorch.loggers.CSVLogger
-      init_args: {{save_dir: {logs}, name: toy}}
-    - class_path: lightning.pytorch.loggers.WandbLogger
-      init_args: {{save_dir: {logs}, project: xmtc-test, offline: true}}
-""", encoding="utf-8")
-    return path
+def _wandb(logs: Path) -> list[str]:
+    """The shipped offline W&B logger snippet, appended to the CSV logger."""
+    return [f"--trainer.logger+={REPO / 'loggers' / 'wandb_offline.yaml'}",
+            f"--trainer.logger.init_args.save_dir={logs}", "--trainer.logger.init_args.project=xmtc-test"]
 
 
 def _callback(mlm: Path, encoder: Path, *extra: str) -> list[str]:
@@ -95,8 +89,8 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
 
     mlm, encoder = tiny_attack_models
     with_cb, without = tmp_path / "with", tmp_path / "without"
-    main(["fit", *_fit_args(data, with_cb), f"--config={_loggers(tmp_path / 'l1.yaml', with_cb)}",
-          "--trainer.max_epochs=2", *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]")])
+    main(["fit", *_fit_args(data, with_cb), *_wandb(with_cb), "--trainer.max_epochs=2",
+          *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]")])
     wandb.finish()  # a CLI process finishes the run at exit; in-process we do it by hand
     main(["fit", *_fit_args(data, without), "--trainer.max_epochs=2"])
 
@@ -171,8 +165,7 @@ def test_ddp_two_processes_match_a_single_process_run(data, tiny_attack_models, 
     logs = tmp_path / "ddp"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    loggers = _loggers(tmp_path / "loggers.yaml", logs)
-    cmd = [sys.executable, "-m", "xmtc", "fit", *_fit_args(data, logs), f"--config={loggers}",
+    cmd = [sys.executable, "-m", "xmtc", "fit", *_fit_args(data, logs), *_wandb(logs),
            "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
            *_callback(mlm, encoder, "--trainer.callbacks.settings.kinds=[positive,negative]"),
            *_callback(mlm, encoder, "--trainer.callbacks.time_limit=0", "--trainer.callbacks.prefix=quick",
