@@ -332,9 +332,10 @@ class RobustnessCallback(Callback):
                 pos = pos[np.isin(pos[:, 1], allowed)]
             per_kind["positive"] = [self._sample(pos[label_bin[pos[:, 1]] == b], rng, spread=False) for b in range(nb)]
         if "negative" in s.kinds:
+            # candidate targets: a bin's labels, many per sample wanted (most have no document of their cluster)
             pool = np.flatnonzero(label_bin >= 0) if allowed is None else allowed[label_bin[allowed] >= 0]
-            targets = np.concatenate([rng.permutation(pool[label_bin[pool] == b])[:s.samples_per_bin or None]
-                                      for b in range(nb)])
+            cap = None if s.samples_per_bin is None else 50 * s.samples_per_bin
+            targets = np.concatenate([rng.permutation(pool[label_bin[pool] == b])[:cap] for b in range(nb)])
             clusters = self._label_clusters(trainer, n_labels) if s.negative_clusters else None
             neg = negative_pairs(top, doc_labels, n_labels, targets, clusters)
             per_kind["negative"] = [self._sample(neg[label_bin[neg[:, 1]] == b], rng, spread=True) for b in range(nb)]
