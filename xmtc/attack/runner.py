@@ -164,16 +164,32 @@ def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names
 
 
 def fit_to_model(model: Any, text: str) -> tuple[str, str]:
-    """Cut a document to the words the model reads, so no attack edits text the model never sees."""
+    """Cut a document to the words the model reads, so no attack edits text the model never sees.
+
+    Word tokenizers (AttentionXML) count ``max_length`` tokens; Hugging Face tokenizers (APLC-XLNet) keep the
+    whitespace words that lie wholly inside the span their truncated encoding covers.
+    """
     tok = getattr(model, "tokenizer", None)
-    limit = getattr(tok, "max_length", None)
-    if tok is None or limit is None or not hasattr(tok, "words"):
+    if tok is None:
         return text, ""
     words = text.split()
-    if len(tok.words(text)) <= limit:
+    if hasattr(tok, "words") and getattr(tok, "max_length", None) is not None:
+        limit = tok.max_length
+        if len(tok.words(text)) <= limit:
+            return text, ""
+        counts = np.cumsum([len(tok.words(w)) for w in words])
+        keep = int(np.searchsorted(counts, limit, side="right"))
+    elif callable(tok) and getattr(tok, "is_fast", False) and getattr(tok, "model_max_length", None):
+        limit = int(tok.model_max_length)
+        if len(tok(text, truncation=False)["input_ids"]) <= limit:
+            return text, ""
+        text = " ".join(words)
+        offsets = tok(text, truncation=True, max_length=limit, return_offsets_mapping=True)["offset_mapping"]
+        covered = max(end for _, end in offsets)
+        ends = np.cumsum([len(w) + 1 for w in words]) - 1  # end offset of each word in the joined text
+        keep = int(np.searchsorted(ends, covered, side="right"))
+    else:
         return text, ""
-    counts = np.cumsum([len(tok.words(w)) for w in words])
-    keep = int(np.searchsorted(counts, limit, side="right"))
     return " ".join(words[:keep]), f"document cut to its first {keep} of {len(words)} words (model limit {limit})"
 
 
