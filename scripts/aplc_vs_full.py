@@ -51,7 +51,7 @@ def run(kind: str, args: argparse.Namespace) -> dict:
     model = APLCXLNet(tokenizer=dm.tokenizer, label_stats=dm.label_stats, cutoffs=[0.5],
                       encoder_config={"d_model": args.d_model, "n_layer": args.layers, "n_head": 2,
                                       "d_inner": 2 * args.d_model, "dropout": 0.1},
-                      lr_encoder=1e-3, lr_summary=1e-3, lr_head=3e-3, warmup=0.05)
+                      lr_encoder=args.lr_encoder, lr_summary=args.lr_summary, lr_head=args.lr_head, warmup=args.warmup)
     if kind == "full":
         L.seed_everything(1)
         model.head = SigmoidHead(model.summary[0].out_features, model.num_labels)
@@ -80,6 +80,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--lr-encoder", type=float, default=3e-4)
+    p.add_argument("--lr-summary", type=float, default=1e-3)
+    p.add_argument("--lr-head", type=float, default=3e-3)
+    p.add_argument("--warmup", type=float, default=0.1)
     p.add_argument("--out", default="logs/aplc_vs_full")
     args = p.parse_args()
     results = [run(kind, args) for kind in ("aplc", "full")]
