@@ -48,9 +48,9 @@ def run(kind: str, args: argparse.Namespace) -> dict:
     L.seed_everything(0)
     dm = XMTCDataModule(args.data, tokenizer=args.tokenizer, max_length=args.max_length, batch_size=args.batch_size,
                         eval_batch_size=128, val_fraction=0.0)
+    small = {"d_model": args.d_model, "n_layer": args.layers, "n_head": 2, "d_inner": 2 * args.d_model, "dropout": 0.1}
     model = APLCXLNet(tokenizer=dm.tokenizer, label_stats=dm.label_stats, cutoffs=[0.5],
-                      encoder_config={"d_model": args.d_model, "n_layer": args.layers, "n_head": 2,
-                                      "d_inner": 2 * args.d_model, "dropout": 0.1},
+                      encoder=args.encoder or "xlnet-base-cased", encoder_config=None if args.encoder else small,
                       lr_encoder=args.lr_encoder, lr_summary=args.lr_summary, lr_head=args.lr_head, warmup=args.warmup)
     if kind == "full":
         L.seed_everything(1)
@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--limit-train-batches", type=float, default=1.0)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--encoder", help="pretrained XLNet (name or directory) instead of the small one built from scratch")
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--lr-encoder", type=float, default=3e-4)
