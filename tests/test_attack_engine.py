@@ -499,3 +499,14 @@ def test_attentionxml_scores_a_label_subset_as_the_full_row(tiny_axml) -> None:
     assert tiny_axml.training  # restored
     with pytest.raises(ValueError, match="out of range for 3 labels"):
         tiny_axml.score_texts(texts, labels=[3])
+
+
+def test_attentionxml_refuses_a_subword_tokenizer() -> None:
+    from xmtc.data.label_stats import LabelStats
+    from xmtc.data.train_tokenizer import train_unigram_tokenizer
+    from xmtc.models import AttentionXML
+
+    stats = LabelStats(["a", "b"], ["A", "B"], np.array([2, 1]), 3, 0.55, 1.5)
+    tok = train_unigram_tokenizer(["grandpa enjoys fishing near the quiet lake"] * 5, vocab_size=40)
+    with pytest.raises(TypeError, match="remove data.init_args.tokenizer"):
+        AttentionXML(tokenizer=tok, label_stats=stats, embedding_dim=4, hidden_size=4, linear_sizes=[4])

@@ -78,6 +78,10 @@ class AttentionXML(XMTCModule):
                          ks=ks, freq_bins=freq_bins, predict_top_k=predict_top_k, num_labels=num_labels)
         if tokenizer is None and vocab_size is None:
             raise ValueError("AttentionXML needs a tokenizer (linked from the datamodule) or vocab_size")
+        if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
+            raise TypeError(f"AttentionXML reads words: it needs the datamodule's word tokenizer, got "
+                            f"{type(tokenizer).__name__}; remove data.init_args.tokenizer (a subword tokenizer is for "
+                            "APLC-XLNet)")
         self.tokenizer = tokenizer
         if tokenizer is not None and vocab_size is not None and vocab_size != len(tokenizer):
             raise ValueError(f"vocab_size={vocab_size} but the tokenizer has {len(tokenizer)} words")
