@@ -90,6 +90,10 @@ SCALES: dict[str, Scale] = {
 
 # -- the step machinery --
 
+class StepFailed(RuntimeError):
+    """A command of a step exited with an error."""
+
+
 class Study:
     """Runs the steps, records commands and wall-clock in ``steps.json``, skips what is done."""
 
@@ -100,6 +104,7 @@ class Study:
         self.scale = SCALES[args.scale]
         self.steps_file = self.out / "steps.json"
         self.steps: dict[str, Any] = json.loads(self.steps_file.read_text()) if self.steps_file.exists() else {}
+        self.failed: list[str] = []
         self.mlm = args.masked_lm or (str(self.out / "mlm") if args.scale == "smoke" else "models/mlm-eurlex57k")
 
     def step(self, name: str, done: Callable[[], bool], body: Callable[[list[list[str]]], None]) -> None:
@@ -112,10 +117,16 @@ class Study:
         earlier = self.steps.get(name, {}).get("seconds_before_resume", 0.0)  # time spent before a crash
         try:
             body(commands)
-        except BaseException:
-            self.steps[name] = {"seconds_before_resume": round(earlier + time.perf_counter() - began, 1)}
+        except BaseException as e:
+            self.steps[name] = {"seconds_before_resume": round(earlier + time.perf_counter() - began, 1),
+                                "failed": str(e)[-500:]}
             self.steps_file.write_text(json.dumps(self.steps, indent=2))
-            raise
+            if not (isinstance(e, StepFailed) and name.startswith("attack-")):
+                raise
+            # an attack that cannot run (e.g. a bin without negative pairs) must not stop the others or the report
+            self.failed.append(name)
+            print(f"[study] {name} FAILED: {e}", flush=True)
+            return
         seconds = time.perf_counter() - began
         self.steps[name] = {"seconds": round(seconds + earlier, 1),
                             "commands": [" ".join(cmd if cmd[0] == "#" else map(_quote, cmd)) for cmd in commands],
@@ -129,7 +140,14 @@ class Study:
         env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1",
                "TRANSFORMERS_OFFLINE": "1"}
         if not self.a.in_process:
-            subprocess.run([sys.executable, *argv], check=True, cwd=REPO, env=env)
+            proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+            tail: list[str] = []
+            for line in proc.stderr:  # shown as it comes; the last lines say why a command failed
+                sys.stderr.write(line)
+                tail = [*tail[-19:], line.rstrip()]
+            if proc.wait():
+                error = next((x for x in reversed(tail) if "Error" in x), tail[-1] if tail else "")
+                raise StepFailed(f"{argv[1]} {argv[2]} exited with {proc.returncode}: {error}")
             return
         module, rest = argv[1], argv[2:]
         if module == "xmtc":
@@ -239,12 +257,14 @@ class Study:
         began = time.perf_counter()
         write_report(self.out, report, data_dir=Path(self.a.data))
         print(f"[study] report: {report} ({time.perf_counter() - began:.1f} s)")
+        if self.failed:
+            raise SystemExit(f"[study] failed steps (see {self.steps_file} and the report): {', '.join(self.failed)}")
         return report
 
 
 def _rel(path: str) -> str:
     """``path`` relative to the repository when inside it, else absolute."""
-    full = Path(path).resolve()
+    full = Path(os.path.abspath(path))  # symlinks kept: data/eurlex57k stays data/eurlex57k
     return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else str(full)
 
 
@@ -542,7 +562,8 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
                 out_rows.append(f"| {label} | {g['model']} | {o['attacked']} | {_pct(o['success_rate_change_budget'])} "
                                 f"| {_fmt(o['mean_similarity'], 3)} | {_pct(o['mean_change_rate'])} "
                                 f"| {_fmt(o['mean_queries'], 0)} |")
-        return out_rows or [f"| {label} | (not run yet) | | | | | |"]
+        failed = steps.get(f"attack-{run}", {}).get("failed")
+        return out_rows or [f"| {label} | {'failed: ' + failed if failed else '(not run yet)'} | | | | | |"]
 
     lines += table_rows("positive", "positive", "positive")
     lines += table_rows("compare-losses", "positive", "loss comparison")
@@ -580,7 +601,10 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
     lines += findings(attacks) or ["(no attack results yet)"]
     lines += ["", "## Steps: wall-clock and commands", "", "| step | wall-clock | finished |", "|---|---:|---|"]
     total = 0.0
-    steps = {name: s for name, s in steps.items() if "seconds" in s}  # a step that crashed and is not rerun yet
+    for name, s in steps.items():
+        if "failed" in s:
+            lines.append(f"| {name} | failed after {_duration(s['seconds_before_resume'])}: {s['failed']} | |")
+    steps = {name: s for name, s in steps.items() if "seconds" in s}  # stopped ones are not done
     for name, s in steps.items():
         total += s["seconds"]
         lines.append(f"| {name} | {_duration(s['seconds'])} | {s['finished']} |")
