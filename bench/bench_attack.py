@@ -1,7 +1,7 @@
 """The attack engine against a faithful one-query-per-candidate greedy loop (the reference algorithm),
 side by side on the same model, (document, target) pairs and masked-LM candidates.
 
-    python bench/bench_attack.py [--ckpt CKPT] [--mlm DIR] [--pairs 20] [--candidates 48]
+    python bench/bench_attack.py [--ckpt CKPT] [--mlm DIR] [--pairs 20] [--candidates 48] [--threads 1]
 
 Without --ckpt / --mlm it builds what it needs on the bundled demo subset first (a 2-epoch AttentionXML
 and a small masked LM from ``python -m xmtc.attack.mlm``), cached under bench/.cache.
@@ -72,7 +72,12 @@ def main() -> None:
     p.add_argument("--mlm_mode", default="unmasked", choices=["masked", "unmasked"])
     p.add_argument("--max_change_rate", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's). 1 is the fair setting on a shared machine: with 2 threads "
+                        "and another busy process, OpenMP spin-waits slow one-text passes up to 100x")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     ckpt, mlm = _ensure_artifacts(a.ckpt, a.mlm)
 
     from xmtc.attack.goal import TargetedGoal

@@ -357,7 +357,8 @@ class MaskedLMSubstitution:
         """BERT-Attack shortcut: predictions at each word's first piece from passes over the unmasked text.
 
         A pass over a window fills the cache for every attackable word in it, so a text that fits one window
-        costs one pass however many positions are asked for."""
+        costs one pass however many positions are asked for; the case matching and filtering of a word's
+        predictions (Python, per candidate) run only when its position is asked for."""
         cache = self._unmasked_cache.get(key)
         if cache is None:
             cache = {}
@@ -396,8 +397,8 @@ class MaskedLMSubstitution:
             logits = self._slot_logits([sequences[i] for i in keep], [slots[i] for i in keep])
             for i, lg in zip(keep, logits, strict=True):
                 for q, ranked in zip(members[i], self._ranked_words(lg, self._pool_size()), strict=True):
-                    cache[q] = self._finish(ranked, enc.words[q])
-        return {p: cache.get(p, []) for p in todo}
+                    cache[q] = ranked  # raw; finished below only for the positions asked for
+        return {p: self._finish(cache[p], enc.words[p]) if p in cache else [] for p in todo}
 
     # ------------------------------------------------------------------ quality
 
