@@ -50,7 +50,7 @@ class XMTCTrainer(L.Trainer):
             if loaded.label_stats.label_ids != datamodule.label_stats.label_ids:
                 raise ValueError(f"checkpoint {path} was trained on another label space than {datamodule.data_dir}: "
                                  "is it from another dataset?")
-            models[name] = loaded.eval()
+            models[name] = loaded.to(self.strategy.root_device).eval()
         is_test = settings.split == datamodule.hparams.test_split
         datamodule.setup("test" if is_test else "validate")
         split = "test" if is_test else "val"
@@ -58,7 +58,8 @@ class XMTCTrainer(L.Trainer):
         doc_ids = data.ids or [f"{settings.split}:{i}" for i in range(len(data))]
         train = (datamodule.train_split.texts, [datamodule.label_index(y) for y in datamodule.train_split.labels])
         run = AttackRun(models, data.texts, data.labels, doc_ids, settings, output_dir,
-                        identity={"checkpoints": paths, "data_dir": str(datamodule.data_dir)}, train=train)
+                        identity={"checkpoints": paths, "data_dir": str(datamodule.data_dir)}, train=train,
+                        device=str(self.strategy.root_device))
         summary = run.run(show_progress=show_progress)
         print(f"attack results in {output_dir}: results.jsonl, summary.json, tables.md")
         return summary

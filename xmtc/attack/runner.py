@@ -202,7 +202,7 @@ class AttackRun:
     def __init__(self, models: dict[str, Any], texts: Sequence[str], labels: Sequence[np.ndarray],
                  doc_ids: Sequence[str], settings: AttackSettings, output_dir: str | Path,
                  identity: dict[str, Any] | None = None,
-                 train: tuple[Sequence[str], Sequence[np.ndarray]] | None = None) -> None:
+                 train: tuple[Sequence[str], Sequence[np.ndarray]] | None = None, device: str = "cpu") -> None:
         if not models:
             raise ValueError("nothing to attack: no model given")
         first = next(iter(models.values()))
@@ -213,6 +213,7 @@ class AttackRun:
         self.models, self.texts, self.labels, self.doc_ids = models, texts, labels, doc_ids
         self.settings = settings
         self.train = train
+        self.device = str(device)  # where the masked LM and a sentence-transformers encoder run
         self.stats = first.label_stats
         self.out = Path(output_dir)
         self.identity = {"settings": asdict(settings), **(identity or {})}
@@ -311,8 +312,9 @@ class AttackRun:
         s = self.settings
         from xmtc.attack.transformation import MaskedLMSubstitution
 
-        transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode, batch_size=s.batch_size)
-        encoder = load_encoder(s)
+        transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode, batch_size=s.batch_size,
+                                              device=self.device)
+        encoder = load_encoder(s, device=self.device)
         jobs = [(name, kind, int(d), int(t)) for name in self.models for kind, pairs in chosen.items()
                 for d, t in pairs if (name, kind, self.doc_ids[d], int(t)) not in done]
         total = sum(len(p) for p in chosen.values()) * len(self.models)
