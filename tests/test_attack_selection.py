@@ -105,14 +105,14 @@ def test_label_representations_sum_document_tfidf_rows():
 def test_documents_are_cut_to_what_the_model_reads():
     from types import SimpleNamespace
 
-    from xmtc.attack.runner import _fit_to_model
+    from xmtc.attack.runner import fit_to_model
     from xmtc.data.tokenizer import WordTokenizer
 
     model = SimpleNamespace(tokenizer=WordTokenizer(["<pad>", "<unk>"], max_length=4))
-    text, note = _fit_to_model(model, "one two-three four five six")  # "two-three" is two tokens
+    text, note = fit_to_model(model, "one two-three four five six")  # "two-three" is two tokens
     assert text == "one two-three four" and "first 3 of 5 words (model limit 4)" in note
-    assert _fit_to_model(model, "short text") == ("short text", "")
-    assert _fit_to_model(SimpleNamespace(), "no tokenizer at all") == ("no tokenizer at all", "")
+    assert fit_to_model(model, "short text") == ("short text", "")
+    assert fit_to_model(SimpleNamespace(), "no tokenizer at all") == ("no tokenizer at all", "")
 
 
 def test_documents_are_cut_to_what_a_subword_model_reads():

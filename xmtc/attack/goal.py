@@ -191,11 +191,9 @@ class TargetedGoal:
                 self._cache.popitem(last=False)
         return torch.stack(rows) if rows else torch.zeros(0, 0 if key is None else len(key))
 
-    def score_batched(self, request: ScoreRequest | Sequence[str]) -> Tensor:
+    def score_batched(self, request: ScoreRequest) -> Tensor:
         """Send a request's texts to the model in ``batch_size`` chunks (no cache, no counting); CPU float
         rows, full or of the requested label columns."""
-        if not isinstance(request, ScoreRequest):
-            request = ScoreRequest(list(request))
         texts, labels = request.texts, request.labels
         out = []
         for start in range(0, len(texts), self.batch_size):

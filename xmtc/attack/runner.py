@@ -106,8 +106,6 @@ def load_encoder(settings: AttackSettings, device: str = "cpu") -> Any:
     return similarity.SentenceTransformerEncoder(settings.encoder_path, device=device)
 
 
-_load_encoder = load_encoder
-
 
 def encoder_description(settings: AttackSettings) -> str:
     """The similarity measure as reports name it (NOTES §1: every report names its measure)."""
@@ -192,8 +190,6 @@ def fit_to_model(model: Any, text: str) -> tuple[str, str]:
         return text, ""
     return " ".join(words[:keep]), f"document cut to its first {keep} of {len(words)} words (model limit {limit})"
 
-
-_fit_to_model = fit_to_model
 
 
 class AttackRun:
