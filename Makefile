@@ -70,7 +70,7 @@ clean:
 	rm -rf logs wandb attacks .pytest_cache
 
 # The paper's study on data/eurlex57k (normal vs PW vs PW-cb; report in docs/study_eurlex.md). Resumable: run it
-# again after a stop. STUDY_SCALE=cpu (about an hour of training per loss on 2 cores), paper (the configs as they are,
+# again after a stop. STUDY_SCALE=cpu (~25 minutes of training per loss on 2 cores), paper (the configs as they are,
 # a GPU) or smoke (minutes, numbers meaningless); STUDY_ARGS for more options (scripts/study_eurlex.py --help).
 STUDY_SCALE ?= cpu
 STUDY_ARGS ?=
