@@ -501,6 +501,17 @@ def test_attentionxml_scores_a_label_subset_as_the_full_row(tiny_axml) -> None:
         tiny_axml.score_texts(texts, labels=[3])
 
 
+def test_attentionxml_inference_without_packing_equals_the_packed_path(tiny_axml) -> None:
+    import xmtc.models.attentionxml as axml
+
+    texts = ["grandpa enjoys fishing near the quiet lake", "music", "trip morning lake fishing grandpa"]
+    fast = tiny_axml.score_texts(texts)  # eval on a CPU: unpacked BiLSTM
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(axml, "supported", lambda lstm: False)  # nn.LSTM over a PackedSequence
+        packed = tiny_axml.score_texts(texts)
+    torch.testing.assert_close(fast, packed, atol=1e-6, rtol=0)
+
+
 def test_attentionxml_refuses_a_subword_tokenizer() -> None:
     from xmtc.data.label_stats import LabelStats
     from xmtc.data.train_tokenizer import train_unigram_tokenizer

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -48,3 +50,18 @@ def test_attentionxml_initialises_and_can_freeze_embeddings_from_glove(tmp_path)
                          word_vectors=str(path), freeze_embedding=True)
     assert model.embedding.weight[tok.index["fish"]].tolist() == [0.5, -1.0, 2.0, 0.0]
     assert not model.embedding.weight.requires_grad
+
+
+def test_memoised_encode_equals_looking_up_every_regex_word():
+    texts = ["Council Regulation (EEC) No 1234/90 of 3 June 1990", "ΟΔΟΣ Straße naïve-café...x  y\tz\nq",
+             "a-b-c a-b-c A-B-C", "", "   ", "! ? ! ? ! ? ! ? ! ? ok fine then more words here", "!!! ???",
+             "word " * 30]
+    tok = WordTokenizer.build(texts, max_length=7)
+
+    def plain(text: str) -> list[int]:  # the definition: ids of the \w+ words of the lower-cased text
+        ids = [tok.index.get(w, tok.unk_id) for w in re.findall(r"\w+", text.lower())][:7]
+        return ids or [tok.unk_id]
+
+    for _ in range(2):  # the second round reads the memo
+        for text in texts:
+            assert tok.encode(text).tolist() == plain(text), text

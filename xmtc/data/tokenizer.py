@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 PAD, UNK = "<pad>", "<unk>"
 _WORD = re.compile(r"\w+", re.UNICODE)
+_MEMO_SIZE = 1 << 18  # whitespace chunks whose ids encode() remembers (~30 MB at most)
 
 
 class WordTokenizer:
@@ -31,6 +33,7 @@ class WordTokenizer:
         self.lowercase = lowercase
         self.max_length = max_length
         self.index = {w: i for i, w in enumerate(self.vocab)}
+        self._memo: dict[str, tuple[int, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -39,10 +42,31 @@ class WordTokenizer:
         return _WORD.findall(text.lower() if self.lowercase else text)
 
     def encode(self, text: str) -> np.ndarray:
-        """Token ids of the first ``max_length`` words (at least one id, so no sequence is empty)."""
-        get, unk = self.index.get, self.unk_id
-        ids = [get(w, unk) for w in self.words(text)[: self.max_length]]
-        return np.asarray(ids or [unk], dtype=np.int64)
+        """Token ids of the first ``max_length`` words (at least one id, so no sequence is empty).
+
+        The same ids as looking up ``words(text)``, memoised per whitespace-separated chunk (``\\w+`` never
+        spans whitespace) and looked up without a Python loop: an attack encodes thousands of texts that
+        differ in one chunk.
+        """
+        ids = self._ids(text, self.max_length)
+        return np.asarray(ids or [self.unk_id], dtype=np.int64)
+
+    def _ids(self, text: str, limit: int) -> list[int]:
+        chunks = text.split(None, limit)  # a chunk has >= 0 ids: `limit` of them nearly always suffice
+        rest = chunks.pop() if len(chunks) > limit else ""
+        memo = self._memo
+        missing = [c for c in chunks if c not in memo]
+        if missing:
+            if len(memo) + len(missing) > _MEMO_SIZE:
+                memo.clear()
+                missing = chunks
+            get, unk = self.index.get, self.unk_id
+            memo.update((c, tuple(get(w, unk) for w in self.words(c))) for c in missing)
+        ids = list(chain.from_iterable(map(memo.__getitem__, chunks)))
+        if len(ids) < limit and rest:  # punctuation-only chunks: read on
+            ids += self._ids(rest, limit - len(ids))
+        del ids[limit:]
+        return ids
 
     @classmethod
     def build(

@@ -14,6 +14,7 @@ from xmtc.data.label_stats import LabelStats
 from xmtc.data.tokenizer import WordTokenizer, load_word_vectors
 from xmtc.losses import LossHead
 from xmtc.models.base import _CKPT_KEY, XMTCModule
+from xmtc.models.bilstm import bilstm_states, supported
 
 
 class LabelWiseAttention(nn.Module):
@@ -117,8 +118,11 @@ class AttentionXML(XMTCModule):
     def forward(self, inputs: dict[str, Tensor], labels: Tensor | None = None) -> Tensor:
         ids, lengths = inputs["input_ids"], inputs["lengths"]
         x = self.embedding_dropout(self.embedding(ids))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
+        if not self.training and x.device.type == "cpu" and supported(self.lstm):  # ~2x faster than packed there
+            states = bilstm_states(self.lstm, x, lengths)
+        else:  # training keeps nn.LSTM's packed path (unpacked, its backward gains only ~1.2x)
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
         mask = torch.arange(ids.shape[1], device=ids.device) < lengths.to(ids.device).unsqueeze(1)
         context = self.attention(self.dropout(states), mask, labels)  # (B, L, 2H)
         return self.mlp(context).squeeze(-1)
