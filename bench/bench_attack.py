@@ -67,6 +67,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt")
     p.add_argument("--mlm")
+    p.add_argument("--data", default=str(DEMO), help="dataset directory whose test split is attacked (default: the "
+                   "bundled demo subset); labels are matched to the checkpoint's by id")
+    p.add_argument("--max_docs", type=int, default=2000, help="test documents scored to find correct pairs")
     p.add_argument("--pairs", type=int, default=20)
     p.add_argument("--candidates", type=int, default=48)
     p.add_argument("--mlm_mode", default="unmasked", choices=["masked", "unmasked"])
@@ -83,18 +86,21 @@ def main() -> None:
     from xmtc.attack.goal import TargetedGoal
     from xmtc.attack.importance import mask_importance
     from xmtc.attack.reference import reference_greedy_attack
+    from xmtc.attack.runner import fit_to_model
     from xmtc.attack.search import GreedyWordSearch
     from xmtc.attack.selection import positive_pairs, predicted_topk
     from xmtc.attack.transformation import MaskedLMSubstitution
-    from xmtc.data.datamodule import XMTCDataModule
+    from xmtc.data.readers import read_split
     from xmtc.models import AttentionXML
 
     model = AttentionXML.load_from_checkpoint(ckpt, map_location="cpu").eval()
-    dm = XMTCDataModule(str(DEMO))
-    dm.setup("test")
-    test = dm.datasets["test"]
-    topk = predicted_topk((model.score_texts(test.texts[i:i + 64]) for i in range(0, len(test), 64)), 5)
-    pairs = positive_pairs(topk, test.labels, model.num_labels)
+    # the test split, cut to what the model reads (as `python -m xmtc attack` does), labels in the model's index
+    split = read_split(a.data, "test")
+    index = {label: i for i, label in enumerate(model.label_stats.label_ids)}
+    texts = [fit_to_model(model, t)[0] for t in split.texts[: a.max_docs or None]]
+    labels = [np.array([index[x] for x in y if x in index], dtype=np.int64) for y in split.labels[: len(texts)]]
+    topk = predicted_topk((model.score_texts(texts[i:i + 64]) for i in range(0, len(texts), 64)), 5)
+    pairs = positive_pairs(topk, labels, model.num_labels)
     rng = np.random.default_rng(a.seed)
     pairs = pairs[rng.choice(len(pairs), size=min(a.pairs, len(pairs)), replace=False)]
     substitution = MaskedLMSubstitution(mlm, k=a.candidates, mode=a.mlm_mode, local_files_only=True)
@@ -114,11 +120,11 @@ def main() -> None:
             substitution.clear_cache()
             s0, m0, c0, start = t_scoring.seconds, t_mlm.seconds, t_scoring.calls, time.perf_counter()
             if which == "reference":
-                ref_results.append(reference_greedy_attack(model, test.texts[d], int(t), "positive", substitution,
+                ref_results.append(reference_greedy_attack(model, texts[d], int(t), "positive", substitution,
                                                            k=5, max_change_rate=a.max_change_rate))
                 ref_seconds += time.perf_counter() - start
             else:
-                results.append(search.attack(test.texts[d], int(t), "positive"))
+                results.append(search.attack(texts[d], int(t), "positive"))
                 seconds += time.perf_counter() - start
                 scoring_single += t_scoring.seconds - s0
                 mlm_single += t_mlm.seconds - m0
@@ -127,7 +133,7 @@ def main() -> None:
     start = time.perf_counter()
     for d, t in pairs:
         g = goal.fresh()
-        words = test.texts[d].split()
+        words = texts[d].split()
         row = g.scores([" ".join(words)])[0]
         target, _ = g.target_for(row, "positive", int(t))
         mask_importance(g, words, target, g.scores([" ".join(words)], target.labels)[0])
@@ -137,7 +143,7 @@ def main() -> None:
     calls_before_many = t_scoring.calls
     many, start = [], time.perf_counter()
     for i in range(0, len(pairs), 8):
-        many += search.attack_many([(test.texts[d], int(t), "positive") for d, t in pairs[i:i + 8]])
+        many += search.attack_many([(texts[d], int(t), "positive") for d, t in pairs[i:i + 8]])
     seconds_many = time.perf_counter() - start
     t_similarity = 0.0
     try:
@@ -157,7 +163,7 @@ def main() -> None:
     n = len(pairs)
     cand_scoring = max(scoring_single - t_importance, 0.0)  # scoring outside importance = candidates
     total = seconds + t_similarity
-    print(f"\n{n} positive-targeted attacks on {DEMO.name} test documents, AttentionXML {ckpt}")
+    print(f"\n{n} positive-targeted attacks on {Path(a.data).name} test documents, AttentionXML {ckpt}")
     print(f"masked LM {mlm} ({a.mlm_mode} mode, K={a.candidates}), max change rate {a.max_change_rate}, "
           f"torch threads {torch.get_num_threads()}")
     print("| implementation | attacks/min | queries/attack | forward calls/attack | success rate |")
