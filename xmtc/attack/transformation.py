@@ -146,7 +146,7 @@ class MaskedLMSubstitution:
         self._vocab_words, self._invalid_bias = self._candidate_vocabulary()
         self._num_valid = int(torch.isfinite(self._invalid_bias).sum())
         self._encoded_cache: OrderedDict[tuple[str, ...], _Encoded] = OrderedDict()
-        self._unmasked_cache: OrderedDict[tuple[str, ...], dict[int, list[str]]] = OrderedDict()
+        self._unmasked_cache: OrderedDict[tuple[str, ...], dict[int, Tensor]] = OrderedDict()
 
     # ------------------------------------------------------------------ set-up
 
@@ -282,14 +282,19 @@ class MaskedLMSubstitution:
             i += len(ss)
         return out
 
-    def _ranked_words(self, logits: Tensor, n: int) -> list[list[str]]:
-        """Per row, the ``n`` most probable usable vocabulary words (highest probability first)."""
+    def _ranked_ids(self, logits: Tensor, n: int) -> Tensor:
+        """Per row, the vocabulary ids of the ``n`` most probable usable words (highest first), on the CPU."""
         n = min(n, self._num_valid)
         if n <= 0 or logits.numel() == 0:
-            return [[] for _ in range(logits.shape[0])]
-        scores = logits + self._invalid_bias[: logits.shape[-1]]
-        top = scores.topk(n, dim=-1).indices.tolist()
-        return [[self._vocab_words[i] for i in row] for row in top]
+            return torch.zeros((logits.shape[0], 0), dtype=torch.long)
+        return (logits + self._invalid_bias[: logits.shape[-1]]).topk(n, dim=-1).indices.cpu()
+
+    def _words(self, ids: Tensor) -> list[str]:
+        return [self._vocab_words[i] for i in ids.tolist()]
+
+    def _ranked_words(self, logits: Tensor, n: int) -> list[list[str]]:
+        """Per row, the ``n`` most probable usable vocabulary words (highest probability first)."""
+        return [self._words(row) for row in self._ranked_ids(logits, n)]
 
     def _masked_input(self, enc: _Encoded, position: int) -> tuple[list[int], int]:
         """The windowed text with the word's core replaced by ONE mask token, and the mask's index."""
@@ -396,9 +401,9 @@ class MaskedLMSubstitution:
                 continue
             logits = self._slot_logits([sequences[i] for i in keep], [slots[i] for i in keep])
             for i, lg in zip(keep, logits, strict=True):
-                for q, ranked in zip(members[i], self._ranked_words(lg, self._pool_size()), strict=True):
-                    cache[q] = ranked  # raw; finished below only for the positions asked for
-        return {p: self._finish(cache[p], enc.words[p]) if p in cache else [] for p in todo}
+                for q, ranked in zip(members[i], self._ranked_ids(lg, self._pool_size()), strict=True):
+                    cache[q] = ranked  # ids; made words and finished below only for the positions asked for
+        return {p: self._finish(self._words(cache[p]), enc.words[p]) if p in cache else [] for p in todo}
 
     # ------------------------------------------------------------------ quality
 
