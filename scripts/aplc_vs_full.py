@@ -51,7 +51,8 @@ def run(kind: str, args: argparse.Namespace) -> dict:
     small = {"d_model": args.d_model, "n_layer": args.layers, "n_head": 2, "d_inner": 2 * args.d_model, "dropout": 0.1}
     model = APLCXLNet(tokenizer=dm.tokenizer, label_stats=dm.label_stats, cutoffs=[0.5],
                       encoder=args.encoder or "xlnet-base-cased", encoder_config=None if args.encoder else small,
-                      lr_encoder=args.lr_encoder, lr_summary=args.lr_summary, lr_head=args.lr_head, warmup=args.warmup)
+                      lr_encoder=args.lr_encoder, lr_summary=args.lr_summary, lr_head=args.lr_head, warmup=args.warmup,
+                      summary_pooling=args.summary_pooling)
     if kind == "full":
         L.seed_everything(1)
         model.head = SigmoidHead(model.summary[0].out_features, model.num_labels)
@@ -85,6 +86,8 @@ def main() -> None:
     p.add_argument("--lr-summary", type=float, default=1e-3)
     p.add_argument("--lr-head", type=float, default=3e-3)
     p.add_argument("--warmup", type=float, default=0.1)
+    p.add_argument("--summary-pooling", default="last", choices=["last", "mean"],
+                   help="mean: a from-scratch encoder learns it much faster than APLC-XLNet's last token")
     p.add_argument("--out", default="logs/aplc_vs_full")
     args = p.parse_args()
     results = [run(kind, args) for kind in ("aplc", "full")]

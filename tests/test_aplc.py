@@ -265,6 +265,20 @@ def test_model_scores_subsets_and_padding(tokenizer):
     assert int(enc["input_ids"][2, -1]) == tokenizer.cls_token_id and int(enc["attention_mask"][2, 0]) == 0
 
 
+def test_mean_pooled_summary_ignores_padding_and_is_the_mean_of_real_tokens(tokenizer):
+    model = _model(tokenizer, summary_pooling="mean").eval()
+    texts = ["milk cheese butter cows", "The council adopted the regulation on fishing quotas . " * 3, "tax"]
+    with single_thread():
+        together = model.score_texts(texts)
+        torch.testing.assert_close(model.score_texts(texts[2:]), together[2:], atol=1e-5, rtol=0)
+        inputs = model.encode(texts[:1])
+        states = model.encoder(**inputs, use_mems=False).last_hidden_state
+        torch.testing.assert_close(model.summarise(inputs), model.summary(states.mean(1)), atol=1e-6, rtol=0)
+    assert not torch.allclose(together, _model(tokenizer).eval().score_texts(texts))  # not the last token
+    with pytest.raises(ValueError, match="summary_pooling"):
+        _model(tokenizer, summary_pooling="max")
+
+
 def test_word_tokenizer_is_refused(tokenizer):
     with pytest.raises(TypeError, match="data.init_args.tokenizer"):
         APLCXLNet(tokenizer=WordTokenizer(["<pad>", "<unk>", "a"]), label_stats=_stats(FREQS),

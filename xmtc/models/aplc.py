@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -54,6 +54,9 @@ class APLCXLNet(XMTCModule):
             the demo and tests); ``vocab_size`` defaults to the tokenizer's.
         summary_size: output size of the summary layer (default: XLNet's ``d_model``).
         summary_dropout: dropout after the summary's tanh.
+        summary_pooling: what the summary reads: ``last`` (XLNet's ``<cls>`` position, as APLC-XLNet) or
+            ``mean`` (the mean over the real tokens: a small encoder trained from scratch learns far more
+            slowly to gather a document into one position).
         cutoffs: APLC cluster boundaries: label counts (``[15469]``) or fractions of the labels (``[0.5]``).
         div_value: tail cluster i projects to ``summary_size / div_value^(i+1)`` first.
         head_bias: bias on the APLC head layer.
@@ -78,6 +81,7 @@ class APLCXLNet(XMTCModule):
         encoder_config: dict[str, Any] | None = None,
         summary_size: int | None = None,
         summary_dropout: float = 0.1,
+        summary_pooling: Literal["last", "mean"] = "last",
         cutoffs: Sequence[float] = (0.5,),
         div_value: float = 2.0,
         head_bias: bool = False,
@@ -114,6 +118,9 @@ class APLCXLNet(XMTCModule):
             raise ValueError(f"the tokenizer has {n_tokens} tokens but the XLNet encoder only "
                              f"{self.encoder.config.vocab_size} embeddings: is it the encoder's own tokenizer?")
         self.save_xmtc_hparams(vocab_size=n_tokens, xlnet_config=self.encoder.config.to_dict())
+        if summary_pooling not in ("last", "mean"):
+            raise ValueError(f"summary_pooling must be 'last' or 'mean'; got {summary_pooling!r}")
+        self.summary_pooling = summary_pooling
         width = summary_size or d_model
         self.summary = nn.Sequential(nn.Linear(d_model, width), nn.Tanh(), nn.Dropout(summary_dropout))
         self.head = APLCHead(width, self.num_labels, cutoffs=cutoffs, div_value=div_value, head_bias=head_bias,
@@ -141,10 +148,15 @@ class APLCXLNet(XMTCModule):
         return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
 
     def summarise(self, inputs: dict[str, Tensor]) -> Tensor:
-        """(B, summary_size): the summary of XLNet's last position (``<cls>``, thanks to left padding)."""
-        out = self.encoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                           token_type_ids=inputs.get("token_type_ids"), use_mems=False)
-        return self.summary(out.last_hidden_state[:, -1])
+        """(B, summary_size): the summary of XLNet's last position (``<cls>``, thanks to left padding), or of
+        the mean over the real tokens."""
+        mask = inputs.get("attention_mask")
+        states = self.encoder(input_ids=inputs["input_ids"], attention_mask=mask,
+                              token_type_ids=inputs.get("token_type_ids"), use_mems=False).last_hidden_state
+        if self.summary_pooling == "last":
+            return self.summary(states[:, -1])
+        weight = (torch.ones_like(inputs["input_ids"]) if mask is None else mask).to(states.dtype).unsqueeze(-1)
+        return self.summary((states * weight).sum(1) / weight.sum(1).clamp(min=1.0))
 
     def forward(self, inputs: dict[str, Tensor], labels: Tensor | None = None) -> Tensor:
         return self.head(self.summarise(inputs), labels)
