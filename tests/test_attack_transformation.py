@@ -137,6 +137,27 @@ def test_unmasked_mode_one_cached_pass_per_text(mlm_dirs: dict[str, Path]) -> No
     assert "directive" not in third[0]
 
 
+def test_unmasked_head_runs_only_where_asked_and_equals_full_logits(mlm: MaskedLMSubstitution) -> None:
+    text = " ".join(s.rstrip(".") + "." for s in template_corpus(30, seed=5, fillers=0))
+    words = text.split()
+    assert len(mlm._encode(words).ids) > mlm.max_length  # two windows at least
+    attackable = [p for p, w in enumerate(words) if split_word(w).attackable]
+    positions = attackable[:4] + attackable[-2:]  # both ends: two windows
+    lazy = MaskedLMSubstitution(str(mlm.model_name_or_path), k=5, mode="unmasked")
+    eager = MaskedLMSubstitution(str(mlm.model_name_or_path), k=5, mode="unmasked")
+    eager._split_model = lambda: None  # a model without a separable LM head: full logits at each slot
+    rows: list[int] = []
+    handle = lazy.model.cls.register_forward_hook(lambda m, a, out: rows.append(a[0].shape[0]))
+    try:
+        got = [lazy.candidates(words, [p])[0] for p in positions]
+    finally:
+        handle.remove()
+    assert rows == [1] * len(positions)  # the vocabulary layer ran once per position asked, on it alone
+    assert lazy.num_forward_passes < len(positions)  # encoder passes are shared by the positions of a window
+    assert got == [eager.candidates(words, [p])[0] for p in positions]
+    assert all(got)
+
+
 def test_multi_piece_word_is_one_mask(mlm: MaskedLMSubstitution) -> None:
     words = ["The", "Council", "adopted", "the", "regxyzulation", "on", "fishing", "quotas"]
     pieces = mlm.tokenizer.tokenize("regxyzulation")

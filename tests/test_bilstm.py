@@ -40,3 +40,24 @@ def test_follows_replaced_parameters_and_refuses_what_it_cannot_do():
     torch.testing.assert_close(bilstm_states(lstm, x, lengths), packed_states(lstm, x, lengths))
     assert not supported(nn.LSTM(3, 2, batch_first=True, bidirectional=True, num_layers=2))
     assert not supported(nn.LSTM(3, 2, batch_first=True))
+
+
+def test_unpadded_batches_take_the_fused_kernel_with_the_same_states():
+    torch.manual_seed(1)
+    lstm = nn.LSTM(5, 4, batch_first=True, bidirectional=True)
+    x, lengths = torch.randn(3, 6, 5), torch.tensor([6, 6, 6])
+    torch.testing.assert_close(bilstm_states(lstm, x, lengths), packed_states(lstm, x, lengths), atol=1e-6, rtol=1e-5)
+    # the same rows padded into a longer batch (the two-way path) give the same states at real positions
+    padded = torch.cat([x, torch.zeros(3, 2, 5)], dim=1)
+    torch.testing.assert_close(bilstm_states(lstm, padded, lengths)[:, :6], bilstm_states(lstm, x, lengths),
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_rows_sharing_a_length_take_fused_passes_and_the_rest_the_two_way_pass():
+    torch.manual_seed(2)
+    lstm = nn.LSTM(5, 4, batch_first=True, bidirectional=True)
+    lengths = torch.tensor([7] * 30 + [4] * 24 + [2, 9, 3])  # two groups big enough for a fused pass, 3 others
+    x = torch.randn(len(lengths), 9, 5)
+    got = bilstm_states(lstm, x, lengths)
+    torch.testing.assert_close(got, packed_states(lstm, x, lengths), atol=1e-6, rtol=1e-5)
+    assert got[0, 7:].abs().sum() == 0 and got[-3, 2:].abs().sum() == 0

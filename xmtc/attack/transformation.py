@@ -25,7 +25,7 @@ import random
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +50,16 @@ class _Word:
     @property
     def attackable(self) -> bool:
         return any(ch.isalpha() for ch in self.core) and not is_stop_word(self.core)
+
+
+@dataclass
+class _UnmaskedText:
+    """What the unmasked passes over one text left: windows (token ranges), the encoder's states over each
+    (special tokens included; with a separable LM head) and ranked candidate ids per position."""
+
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    states: list[Tensor] = field(default_factory=list)
+    ranked: dict[int, Tensor] = field(default_factory=dict)
 
 
 def split_word(word: str) -> _Word:
@@ -146,7 +156,7 @@ class MaskedLMSubstitution:
         self._vocab_words, self._invalid_bias = self._candidate_vocabulary()
         self._num_valid = int(torch.isfinite(self._invalid_bias).sum())
         self._encoded_cache: OrderedDict[tuple[str, ...], _Encoded] = OrderedDict()
-        self._unmasked_cache: OrderedDict[tuple[str, ...], dict[int, Tensor]] = OrderedDict()
+        self._unmasked_cache: OrderedDict[tuple[str, ...], _UnmaskedText] = OrderedDict()
 
     # ------------------------------------------------------------------ set-up
 
@@ -250,11 +260,16 @@ class MaskedLMSubstitution:
 
     # ------------------------------------------------------------------ model
 
-    @torch.inference_mode()
-    def _slot_logits(self, sequences: list[list[int]], slots: list[list[int]]) -> list[Tensor]:
-        """One forward pass over ``sequences`` (already wrapped in special tokens); vocabulary logits at the
-        given slots of each sequence. The LM head runs on the slots only, not on every token."""
-        self.num_forward_passes += 1
+    def _split_model(self) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+        """(encoder, LM head) when the model has them apart (BERT's ``cls``, RoBERTa's ``lm_head``): the head,
+        a hidden x vocabulary layer, then runs only where predictions are read."""
+        head = getattr(self.model, "cls", None)
+        if head is None:
+            head = getattr(self.model, "lm_head", None)
+        base = getattr(self.model, "base_model", None)
+        return (base, head) if head is not None and base is not None and base is not self.model else None
+
+    def _batch_inputs(self, sequences: list[list[int]]) -> tuple[Tensor, Tensor]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         width = max(len(s) for s in sequences)
         input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -262,14 +277,19 @@ class MaskedLMSubstitution:
         for row, seq in enumerate(sequences):
             input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             attention[row, : len(seq)] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        return input_ids.to(self.device), attention.to(self.device)
+
+    @torch.inference_mode()
+    def _slot_logits(self, sequences: list[list[int]], slots: list[list[int]]) -> list[Tensor]:
+        """One forward pass over ``sequences`` (already wrapped in special tokens); vocabulary logits at the
+        given slots of each sequence. The LM head runs on the slots only, not on every token."""
+        self.num_forward_passes += 1
+        input_ids, attention = self._batch_inputs(sequences)
         rows = torch.tensor([r for r, ss in enumerate(slots) for _ in ss], dtype=torch.long, device=self.device)
         cols = torch.tensor([c for ss in slots for c in ss], dtype=torch.long, device=self.device)
-        head = getattr(self.model, "cls", None)
-        if head is None:
-            head = getattr(self.model, "lm_head", None)
-        base = getattr(self.model, "base_model", None)
-        if head is not None and base is not None and base is not self.model:
+        split = self._split_model()
+        if split is not None:
+            base, head = split
             hidden = base(input_ids=input_ids, attention_mask=attention).last_hidden_state
             logits = head(hidden[rows, cols])
         else:
@@ -281,6 +301,15 @@ class MaskedLMSubstitution:
             out.append(logits[i : i + len(ss)])
             i += len(ss)
         return out
+
+    @torch.inference_mode()
+    def _hidden_states(self, sequences: list[list[int]]) -> list[Tensor]:
+        """One encoder pass over ``sequences``: each one's last hidden states (len, hidden), for the LM head."""
+        self.num_forward_passes += 1
+        base, _ = self._split_model()  # type: ignore[misc]
+        input_ids, attention = self._batch_inputs(sequences)
+        hidden = base(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return [h[: len(seq)] for h, seq in zip(hidden, sequences, strict=True)]
 
     def _ranked_ids(self, logits: Tensor, n: int) -> Tensor:
         """Per row, the vocabulary ids of the ``n`` most probable usable words (highest first), on the CPU."""
@@ -306,15 +335,12 @@ class MaskedLMSubstitution:
     def _unmasked_input(self, enc: _Encoded, position: int) -> tuple[list[int], int]:
         """The windowed unmasked text around the word's first piece, and that piece's index."""
         first = enc.spans[position][0]
-        left, right = self._window(len(enc.ids), first, first + 1)
-        return self._prefix_ids + enc.ids[left:right] + self._suffix_ids, len(self._prefix_ids) + first - left
+        window = self._window(len(enc.ids), first, first + 1)
+        return self._window_ids(enc, window), self._slot(enc, position, window)
 
     def _single_slot_logits(self, inputs: list[tuple[list[int], int]]) -> Tensor:
         """(len(inputs), vocab) logits, one slot per sequence, ``batch_size`` sequences per forward pass."""
-        out: list[Tensor] = []
-        for b in range(0, len(inputs), self.batch_size):
-            chunk = inputs[b : b + self.batch_size]
-            out.extend(self._slot_logits([seq for seq, _ in chunk], [[slot] for _, slot in chunk]))
+        out = self._batched_slot_logits([seq for seq, _ in inputs], [[slot] for _, slot in inputs])
         return torch.cat(out) if out else torch.zeros((0, 0))
 
     # ------------------------------------------------------------------ candidates
@@ -361,49 +387,67 @@ class MaskedLMSubstitution:
     def _unmasked(self, key: tuple[str, ...], enc: _Encoded, todo: list[int]) -> dict[int, list[str]]:
         """BERT-Attack shortcut: predictions at each word's first piece from passes over the unmasked text.
 
-        A pass over a window fills the cache for every attackable word in it, so a text that fits one window
-        costs one pass however many positions are asked for; the case matching and filtering of a word's
-        predictions (Python, per candidate) run only when its position is asked for."""
-        cache = self._unmasked_cache.get(key)
-        if cache is None:
-            cache = {}
-            self._unmasked_cache[key] = cache
+        A pass over a window serves every word in it, so a text that fits one window costs one pass however
+        many positions are asked for. The encoder's states are cached per text and the LM head (hidden x
+        vocabulary) and the vocabulary top-k run only for the positions asked for: a greedy attack asks for
+        one or two positions of a text before a kept change makes a new text."""
+        state = self._unmasked_cache.get(key)
+        if state is None:
+            state = _UnmaskedText()
+            self._unmasked_cache[key] = state
             if len(self._unmasked_cache) > _TEXT_CACHE_SIZE:
                 self._unmasked_cache.popitem(last=False)
         else:
             self._unmasked_cache.move_to_end(key)
-        missing = sorted((p for p in todo if p not in cache), key=lambda p: enc.spans[p][0])
-        windows: list[tuple[int, int]] = []
-        covered: set[int] = set()
+        missing = sorted((p for p in todo if p not in state.ranked), key=lambda p: enc.spans[p][0])
+        if not missing:
+            return self._finished(state, enc, todo)
+        # each position is read from the first window that covers its first piece (new windows centred on it)
+        first_new = len(state.windows)
+        where: list[int] = []
         for p in missing:
-            if p in covered:
-                continue
             first = enc.spans[p][0]
-            left, right = self._window(len(enc.ids), first, first + 1)
-            windows.append((left, right))
-            covered.update(q for q in missing if left <= enc.spans[q][0] < right)
-        attackable = [q for q in range(len(enc.words)) if enc.words[q].attackable and enc.spans[q][0] < enc.spans[q][1]]
-        for b in range(0, len(windows), self.batch_size):
-            batch = windows[b : b + self.batch_size]
-            members = [[q for q in attackable if q not in cache and lo <= enc.spans[q][0] < hi] for lo, hi in batch]
-            # a word seen by two windows of one batch is read from the first one only
-            seen: set[int] = set()
-            for ms in members:
-                ms[:] = [q for q in ms if q not in seen]
-                seen.update(ms)
-            sequences = [self._prefix_ids + enc.ids[lo:hi] + self._suffix_ids for lo, hi in batch]
-            slots = [
-                [len(self._prefix_ids) + enc.spans[q][0] - lo for q in ms]
-                for (lo, _), ms in zip(batch, members, strict=True)
-            ]
-            keep = [i for i, ss in enumerate(slots) if ss]
-            if not keep:
-                continue
-            logits = self._slot_logits([sequences[i] for i in keep], [slots[i] for i in keep])
-            for i, lg in zip(keep, logits, strict=True):
-                for q, ranked in zip(members[i], self._ranked_ids(lg, self._pool_size()), strict=True):
-                    cache[q] = ranked  # ids; made words and finished below only for the positions asked for
-        return {p: self._finish(self._words(cache[p]), enc.words[p]) if p in cache else [] for p in todo}
+            w = next((i for i, (lo, hi) in enumerate(state.windows) if lo <= first < hi), None)
+            if w is None:
+                state.windows.append(self._window(len(enc.ids), first, first + 1))
+                w = len(state.windows) - 1
+            where.append(w)
+        split = self._split_model()
+        if split is None:  # no separable head: full logits at the slots asked for, over their windows again
+            windows = sorted(set(where))
+            slots = [[self._slot(enc, p, state.windows[w]) for p, w in zip(missing, where, strict=True) if w == g]
+                     for g in windows]
+            logits = self._batched_slot_logits([self._window_ids(enc, state.windows[g]) for g in windows], slots)
+            row = {p: lg for g, rows in zip(windows, logits, strict=True)
+                   for p, lg in zip([p for p, w in zip(missing, where, strict=True) if w == g], rows, strict=True)}
+            ranked = self._ranked_ids(torch.stack([row[p] for p in missing]), self._pool_size())
+        else:
+            sequences = [self._window_ids(enc, window) for window in state.windows[first_new:]]
+            for b in range(0, len(sequences), self.batch_size):
+                state.states.extend(self._hidden_states(sequences[b : b + self.batch_size]))
+            with torch.inference_mode():
+                vectors = torch.stack([state.states[w][self._slot(enc, p, state.windows[w])]
+                                       for p, w in zip(missing, where, strict=True)])
+                ranked = self._ranked_ids(split[1](vectors).float(), self._pool_size())
+        for p, ids in zip(missing, ranked, strict=True):
+            state.ranked[p] = ids  # vocabulary ids; words are made and finished only when asked for
+        return self._finished(state, enc, todo)
+
+    def _window_ids(self, enc: _Encoded, window: tuple[int, int]) -> list[int]:
+        return self._prefix_ids + enc.ids[window[0] : window[1]] + self._suffix_ids
+
+    def _slot(self, enc: _Encoded, position: int, window: tuple[int, int]) -> int:
+        """Index, in ``_window_ids(enc, window)``, of the word's first piece."""
+        return len(self._prefix_ids) + enc.spans[position][0] - window[0]
+
+    def _batched_slot_logits(self, sequences: list[list[int]], slots: list[list[int]]) -> list[Tensor]:
+        out: list[Tensor] = []
+        for b in range(0, len(sequences), self.batch_size):
+            out.extend(self._slot_logits(sequences[b : b + self.batch_size], slots[b : b + self.batch_size]))
+        return out
+
+    def _finished(self, state: _UnmaskedText, enc: _Encoded, todo: list[int]) -> dict[int, list[str]]:
+        return {p: self._finish(self._words(state.ranked[p]), enc.words[p]) for p in todo}
 
     # ------------------------------------------------------------------ quality
 

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 _ONE_WAY: weakref.WeakKeyDictionary[nn.LSTM, tuple[nn.LSTM, nn.LSTM]] = weakref.WeakKeyDictionary()
+_MIN_GROUP = 24  # rows of one length below which they go with the padded two-way pass (measured)
 _WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
@@ -54,9 +55,30 @@ def _reversed_index(lengths: Tensor, steps: int) -> Tensor:
 
 def bilstm_states(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
     """Outputs (B, T, 2H) of a one-layer, batch-first, bidirectional ``lstm`` over right-padded ``x``."""
-    forward, backward = _directions(lstm)
     steps = x.shape[1]
     lengths = lengths.to(x.device)
+    if bool((lengths == steps).all()):
+        # no padding (an attack's masked copies and candidates of one text): the fused bidirectional kernel
+        # gives the same states 10-30% faster than two one-way passes and their gathers
+        return lstm(x)[0]
+    distinct, counts = torch.unique(lengths, return_counts=True)
+    if int(counts.max()) < _MIN_GROUP:
+        return _two_way(lstm, x, lengths)
+    # several texts' variants at once: a fused pass per length that many rows share, the rest two-way
+    out = x.new_zeros(x.shape[0], steps, 2 * lstm.hidden_size)
+    for length in distinct[counts >= _MIN_GROUP].tolist():
+        rows = (lengths == length).nonzero().squeeze(1)
+        out[rows, :length] = lstm(x[rows, :length])[0]
+    small = torch.isin(lengths, distinct[counts < _MIN_GROUP]).nonzero().squeeze(1)
+    if small.numel():
+        width = int(lengths[small].max())
+        out[small, :width] = _two_way(lstm, x[small, :width], lengths[small])
+    return out
+
+
+def _two_way(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
+    forward, backward = _directions(lstm)
+    steps = x.shape[1]
     back = _reversed_index(lengths, steps)
     out_f, _ = forward(x)
     out_b, _ = backward(_take(x, back))
