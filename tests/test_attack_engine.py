@@ -512,6 +512,41 @@ def test_attentionxml_inference_without_packing_equals_the_packed_path(tiny_axml
     torch.testing.assert_close(fast, packed, atol=1e-6, rtol=0)
 
 
+class BatchNoiseScorer(KeywordScorer):
+    """Float noise that depends on a text's place in its batch, below MIN_GAIN (as batched float32 kernels)."""
+
+    @torch.no_grad()
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
+        return super().score_texts(texts, batch_size) - 2e-7 * torch.arange(len(texts))[:, None]
+
+
+def test_candidates_the_model_cannot_tell_apart_are_tied_and_the_first_wins() -> None:
+    table = {"fishing": ["angling", "ANGLING", "Angling"]}  # one word to a lower-casing model
+    result = make_search(BatchNoiseScorer(WEIGHTS, BIAS), table, max_change_rate=0.1).attack(DOC_A, 0, "positive")
+    # the batch noise makes the last copy score lowest, but within MIN_GAIN it is a tie: the first is kept
+    assert result.success and [c.new for c in result.changes] == ["angling"]
+    ref = reference_greedy_attack(BatchNoiseScorer(WEIGHTS, BIAS), DOC_A, 0, "positive", DictTransformation(table),
+                                  k=K, max_change_rate=0.1)
+    assert ref.adversarial_text == result.adversarial_text
+
+
+def test_texts_that_encode_alike_run_through_the_model_once(tiny_axml) -> None:
+    # case variants and unknown words encode alike under the lower-casing word tokenizer
+    texts = ["Grandpa enjoys fishing", "grandpa enjoys fishing", "music", "grandpa enjoys qqqzz",
+             "grandpa enjoys xxyyz"]
+    batch_rows: list[int] = []
+    handle = tiny_axml.embedding.register_forward_hook(lambda m, a, out: batch_rows.append(a[0].shape[0]))
+    try:
+        together = tiny_axml.score_texts(texts)
+    finally:
+        handle.remove()
+    assert batch_rows == [3]
+    alone = torch.cat([tiny_axml.score_texts([t]) for t in texts])
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
+    assert torch.equal(together[0], together[1]) and torch.equal(together[3], together[4])
+    torch.testing.assert_close(tiny_axml.score_texts(texts, labels=[1]), together[:, [1]], atol=1e-6, rtol=0)
+
+
 def test_attentionxml_refuses_a_subword_tokenizer() -> None:
     from xmtc.data.label_stats import LabelStats
     from xmtc.data.train_tokenizer import train_unigram_tokenizer

@@ -278,8 +278,9 @@ def drive(steps: Generator[ScoreRequest, Tensor, R], score: Callable[[ScoreReque
         return done.value
 
 
-# Gains at or below this are no progress: float32 scores of two texts the model cannot tell apart (a
-# candidate outside its vocabulary replacing another) may differ by rounding when batched differently.
+# Gains at or below this are no progress, and gains this close are equal: float32 scores of two texts the
+# model cannot tell apart (a candidate outside its vocabulary replacing another, case variants under a
+# lower-casing tokenizer) may differ by rounding when batched differently.
 MIN_GAIN = 1e-6
 
 

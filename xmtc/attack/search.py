@@ -198,7 +198,9 @@ class GreedyWordSearch:
                 texts = [replaced_text(current, pos, c) for c in options]
                 rows = yield from self._candidate_rows(goal, texts, gamma.labels)
                 gains = goal.progress(rows, gamma, reference)
-                best = int(torch.argmax(gains))  # first of equal maxima, as a strict ">" loop would pick
+                # the first of the maxima, as a strict ">" loop would pick; gains within MIN_GAIN of the maximum
+                # are equal (texts the model cannot tell apart, e.g. case variants, scored in different batches)
+                best = int(torch.nonzero(gains >= gains.max() - MIN_GAIN)[0])
                 if gains[best] <= MIN_GAIN:
                     continue  # no candidate helps: the word stays
                 result.changes.append(Change(pos, current[pos], options[best]))

@@ -55,14 +55,16 @@ class WordTokenizer:
         chunks = text.split(None, limit)  # a chunk has >= 0 ids: `limit` of them nearly always suffice
         rest = chunks.pop() if len(chunks) > limit else ""
         memo = self._memo
-        missing = [c for c in chunks if c not in memo]
-        if missing:
+        try:  # nearly always every chunk is known: no membership pass first
+            ids = list(chain.from_iterable(map(memo.__getitem__, chunks)))
+        except KeyError:
+            missing = [c for c in chunks if c not in memo]
             if len(memo) + len(missing) > _MEMO_SIZE:
                 memo.clear()
                 missing = chunks
             get, unk = self.index.get, self.unk_id
             memo.update((c, tuple(get(w, unk) for w in self.words(c))) for c in missing)
-        ids = list(chain.from_iterable(map(memo.__getitem__, chunks)))
+            ids = list(chain.from_iterable(map(memo.__getitem__, chunks)))
         if len(ids) < limit and rest:  # punctuation-only chunks: read on
             ids += self._ids(rest, limit - len(ids))
         del ids[limit:]

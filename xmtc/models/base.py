@@ -183,9 +183,10 @@ class XMTCModule(L.LightningModule):
         try:
             out = []
             for start in range(0, len(texts), batch_size):
-                inputs = self.encode(texts[start:start + batch_size])
+                inputs, inverse = _distinct_rows(self.encode(texts[start:start + batch_size]))
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                out.append(self.scores_from_logits(self(inputs, labels=subset)).float().cpu())
+                rows = self.scores_from_logits(self(inputs, labels=subset)).float().cpu()
+                out.append(rows if inverse is None else rows[inverse])
             width = self.num_labels if subset is None else subset.numel()
             return torch.cat(out) if out else torch.zeros(0, width)
         finally:
@@ -217,3 +218,21 @@ class XMTCModule(L.LightningModule):
             raise ValueError("the data's label space differs from the checkpoint's: was the checkpoint "
                              "trained on another dataset?")
         self.attach_label_stats(saved)
+
+
+def _distinct_rows(inputs: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
+    """The rows of a batch that differ as model input, and the index that maps them back (None: all do).
+
+    Texts an attack scores often encode alike (candidates the model's vocabulary does not know, case
+    variants under a lower-casing tokenizer); each distinct input is run once."""
+    tensors = [v.reshape(v.shape[0], -1).cpu().numpy() for v in inputs.values()]
+    seen: dict[bytes, int] = {}
+    inverse = [seen.setdefault(b"".join(t[i].tobytes() for t in tensors), len(seen)) for i in range(len(tensors[0]))]
+    if len(seen) == len(inverse):
+        return inputs, None
+    first: list[int] = []
+    for i, j in enumerate(inverse):
+        if j == len(first):  # distinct rows are numbered in order of first appearance
+            first.append(i)
+    index = torch.tensor(first)
+    return {k: v[index.to(v.device)] for k, v in inputs.items()}, torch.tensor(inverse)
