@@ -20,6 +20,7 @@ included) roughly centred on the position, so every position of a long document 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import random
 import re
@@ -62,6 +63,7 @@ class _UnmaskedText:
     ranked: dict[int, Tensor] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every new text version splits all its words again
 def split_word(word: str) -> _Word:
     """Split off leading/trailing characters that are neither letters nor digits."""
     start, end = 0, len(word)
@@ -124,6 +126,7 @@ class MaskedLMSubstitution:
         device: str = "cpu",
         local_files_only: bool = False,
     ) -> None:
+        from tokenizers import Tokenizer
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         if _missing_local_dir(str(model_name_or_path)):
@@ -141,6 +144,10 @@ class MaskedLMSubstitution:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path, local_files_only=local_files_only)
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.model_name_or_path}: a fast (tokenizers-backed) tokenizer is needed for offsets")
+        # a private copy of the Rust tokenizer: no padding or truncation left over from other callers
+        self._backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+        self._backend.no_truncation()
+        self._backend.no_padding()
         if self.tokenizer.mask_token_id is None:
             raise ValueError(f"{self.model_name_or_path}: the tokenizer has no mask token")
         self.model = AutoModelForMaskedLM.from_pretrained(self.model_name_or_path, local_files_only=local_files_only)
@@ -228,10 +235,10 @@ class MaskedLMSubstitution:
             return hit
         parts = [split_word(w) for w in words]
         text = " ".join(words)
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        ids = list(enc["input_ids"])
-        starts = [s for s, _ in enc["offset_mapping"]]
-        ends = [e for _, e in enc["offset_mapping"]]
+        enc = self._backend.encode(text, add_special_tokens=False)  # the Rust tokenizer: offsets without wrappers
+        ids = enc.ids
+        starts = [s for s, _ in enc.offsets]
+        ends = [e for _, e in enc.offsets]
         spans: list[tuple[int, int]] = []
         char = 0
         for word, part in zip(words, parts, strict=True):
