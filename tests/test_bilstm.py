@@ -61,3 +61,21 @@ def test_rows_sharing_a_length_take_fused_passes_and_the_rest_the_two_way_pass()
     got = bilstm_states(lstm, x, lengths)
     torch.testing.assert_close(got, packed_states(lstm, x, lengths), atol=1e-6, rtol=1e-5)
     assert got[0, 7:].abs().sum() == 0 and got[-3, 2:].abs().sum() == 0
+
+
+def test_large_batches_run_in_chunks_with_the_same_states(monkeypatch):
+    import xmtc.models.bilstm as bilstm
+
+    torch.manual_seed(3)
+    lstm = nn.LSTM(5, 4, batch_first=True, bidirectional=True)
+    x, lengths = torch.randn(7, 6, 5), torch.tensor([6] * 7)
+    whole = bilstm_states(lstm, x, lengths)
+    calls: list[int] = []
+    handle = lstm.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+    monkeypatch.setattr(bilstm, "_CHUNK_BYTES", 2 * 6 * 5 * 4)  # two rows of input per pass
+    try:
+        chunked = bilstm_states(lstm, x, lengths)
+    finally:
+        handle.remove()
+    assert calls == [2, 2, 2, 1]
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-5)
