@@ -410,32 +410,32 @@ class MaskedLMSubstitution:
         if not missing:
             return self._finished(state, enc, todo)
         # each position is read from the first window that covers its first piece (new windows centred on it)
-        first_new = len(state.windows)
-        where: list[int] = []
+        windows = list(state.windows)  # the state changes only once everything below has worked
+        groups: dict[int, list[int]] = {}  # window index -> the missing positions read from it
         for p in missing:
             first = enc.spans[p][0]
-            w = next((i for i, (lo, hi) in enumerate(state.windows) if lo <= first < hi), None)
+            w = next((i for i, (lo, hi) in enumerate(windows) if lo <= first < hi), None)
             if w is None:
-                state.windows.append(self._window(len(enc.ids), first, first + 1))
-                w = len(state.windows) - 1
-            where.append(w)
+                windows.append(self._window(len(enc.ids), first, first + 1))
+                w = len(windows) - 1
+            groups.setdefault(w, []).append(p)
         split = self._split_model()
         if split is None:  # no separable head: full logits at the slots asked for, over their windows again
-            windows = sorted(set(where))
-            slots = [[self._slot(enc, p, state.windows[w]) for p, w in zip(missing, where, strict=True) if w == g]
-                     for g in windows]
-            logits = self._batched_slot_logits([self._window_ids(enc, state.windows[g]) for g in windows], slots)
-            row = {p: lg for g, rows in zip(windows, logits, strict=True)
-                   for p, lg in zip([p for p, w in zip(missing, where, strict=True) if w == g], rows, strict=True)}
-            ranked = self._ranked_ids(torch.stack([row[p] for p in missing]), self._pool_size())
+            slots = [[self._slot(enc, p, windows[w]) for p in ps] for w, ps in groups.items()]
+            logits = self._batched_slot_logits([self._window_ids(enc, windows[w]) for w in groups], slots)
+            row = {p: lg for ps, rows in zip(groups.values(), logits, strict=True)
+                   for p, lg in zip(ps, rows, strict=True)}
+            states = state.states
         else:
-            sequences = [self._window_ids(enc, window) for window in state.windows[first_new:]]
+            sequences = [self._window_ids(enc, window) for window in windows[len(state.states):]]
+            states = list(state.states)
             for b in range(0, len(sequences), self.batch_size):
-                state.states.extend(self._hidden_states(sequences[b : b + self.batch_size]))
+                states.extend(self._hidden_states(sequences[b : b + self.batch_size]))
             with torch.inference_mode():
-                vectors = torch.stack([state.states[w][self._slot(enc, p, state.windows[w])]
-                                       for p, w in zip(missing, where, strict=True)])
-                ranked = self._ranked_ids(split[1](vectors).float(), self._pool_size())
+                vectors = {p: states[w][self._slot(enc, p, windows[w])] for w, ps in groups.items() for p in ps}
+                row = dict(zip(vectors, split[1](torch.stack(list(vectors.values()))).float(), strict=True))
+        ranked = self._ranked_ids(torch.stack([row[p] for p in missing]), self._pool_size())
+        state.windows, state.states = windows, states
         for p, ids in zip(missing, ranked, strict=True):
             state.ranked[p] = ids  # vocabulary ids; words are made and finished only when asked for
         return self._finished(state, enc, todo)
