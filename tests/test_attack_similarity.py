@@ -73,8 +73,10 @@ def test_text_similarity_encodes_once() -> None:
     enc = _CountingEncoder()
     assert isinstance(enc, SentenceEncoder)
     out = text_similarity(enc, ["ab", "abcd"], ["ab", "a"], measure="cosine")
-    assert enc.calls == [4]  # originals and adversarials in one call
+    assert enc.calls == [3]  # originals and adversarials in one call, "ab" once
     assert out[0].item() == pytest.approx(1.0) and out[1].item() < 1.0
+    again = text_similarity(enc, ["abcd", "ab", "abcd"], ["a", "abc", "ab"], measure="cosine")
+    assert enc.calls[-1] == 4 and again[0] == out[1]
     assert text_similarity(enc, [], []).shape == (0,)
     with pytest.raises(ValueError, match="adversarial"):
         text_similarity(enc, ["a"], [], measure="cosine")

@@ -74,12 +74,15 @@ def text_similarity(
     measure: SimilarityMeasure = "arccos",
 ) -> Tensor:
     """Similarity of each original text to its adversarial text, (N,). Both lists go through ONE encode
-    call so the encoder can batch them together. The default is the paper's measure (reference code)."""
+    call so the encoder can batch them together, each distinct text once (a document attacked for several
+    targets is one original). The default is the paper's measure (reference code)."""
     if len(originals) != len(adversarials):
         raise ValueError(f"{len(originals)} originals but {len(adversarials)} adversarial texts")
     if not originals:
         return torch.zeros(0)
-    emb = encoder.encode([*originals, *adversarials])
+    texts = [*originals, *adversarials]
+    index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    emb = encoder.encode(list(index))[torch.tensor([index[t] for t in texts])]
     n = len(originals)
     return similarity(emb[:n], emb[n:], measure)
 
