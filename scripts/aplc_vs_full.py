@@ -1,7 +1,7 @@
 """APLC head against a full sigmoid output layer on the same small XLNet, trained the same way; test P@k.
 
     nice python scripts/aplc_vs_full.py --data data/eurlex57k --tokenizer models/tok-eurlex57k-demo \
-        --epochs 1 --max-length 128 --out logs/aplc_vs_full
+        --epochs 1 --max-length 128 --lr-encoder 1e-3 --out logs/aplc_vs_full
 
 Both models are ``APLCXLNet`` with the same seed, encoder, summary, data order, optimiser and schedule;
 the baseline swaps the APLC head for ``Linear(summary, L)`` trained with the same loss head on every
@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 
 from xmtc.models import APLCXLNet
@@ -23,10 +25,16 @@ from xmtc.models import APLCXLNet
 class SigmoidHead(nn.Module):
     """A full output layer with APLCHead's interface: one logit per label, loss on every label."""
 
-    def __init__(self, in_features: int, num_labels: int) -> None:
+    def __init__(self, in_features: int, num_labels: int, prior: tuple[np.ndarray, int] | None = None) -> None:
         super().__init__()
         self.layer = nn.Linear(in_features, num_labels)
         self.bounds = [0, num_labels]
+        if prior is not None:  # logit(n_j / N), as APLCHead.init_label_prior for its head labels
+            freqs, num_docs = prior
+            eps = 1.0 / (num_docs + 2.0)
+            p = np.clip(freqs / num_docs, eps, 1.0 - eps)
+            with torch.no_grad():
+                self.layer.bias.copy_(torch.from_numpy(np.log(p) - np.log1p(-p)).float())
 
     def forward(self, hidden: Tensor, labels: Tensor | None = None) -> Tensor:
         logits = self.layer(hidden).float()
@@ -52,10 +60,12 @@ def run(kind: str, args: argparse.Namespace) -> dict:
     model = APLCXLNet(tokenizer=dm.tokenizer, label_stats=dm.label_stats, cutoffs=[0.5],
                       encoder=args.encoder or "xlnet-base-cased", encoder_config=None if args.encoder else small,
                       lr_encoder=args.lr_encoder, lr_summary=args.lr_summary, lr_head=args.lr_head, warmup=args.warmup,
-                      summary_pooling=args.summary_pooling)
+                      summary_pooling=args.summary_pooling, prior_bias=args.prior_bias)
     if kind == "full":
         L.seed_everything(1)
-        model.head = SigmoidHead(model.summary[0].out_features, model.num_labels)
+        stats = dm.label_stats
+        model.head = SigmoidHead(model.summary[0].out_features, model.num_labels,
+                                 (stats.freqs, stats.num_train_docs) if args.prior_bias else None)
     trainer = L.Trainer(max_epochs=args.epochs, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         limit_train_batches=args.limit_train_batches)
@@ -86,8 +96,11 @@ def main() -> None:
     p.add_argument("--lr-summary", type=float, default=1e-3)
     p.add_argument("--lr-head", type=float, default=3e-3)
     p.add_argument("--warmup", type=float, default=0.1)
-    p.add_argument("--summary-pooling", default="last", choices=["last", "mean"],
+    p.add_argument("--summary-pooling", default="mean", choices=["last", "mean"],
                    help="mean: a from-scratch encoder learns it much faster than APLC-XLNet's last token")
+    p.add_argument("--prior-bias", action=argparse.BooleanOptionalAction, default=True,
+                   help="both heads' output biases start at the training label prior (APLCXLNet prior_bias); "
+                        "without it a from-scratch encoder collapses to the prior (docs/aplc.md)")
     p.add_argument("--out", default="logs/aplc_vs_full")
     args = p.parse_args()
     results = [run(kind, args) for kind in ("aplc", "full")]

@@ -125,6 +125,23 @@ def test_scores_are_probabilities_root_times_conditional():
         assert bool((scores[:, lo:hi] <= torch.sigmoid(z[:, 4 + i:5 + i]) + 1e-12).all())  # never above the root
 
 
+def test_label_prior_init_starts_every_score_at_its_training_frequency():
+    freqs, num_docs = np.array([50, 40, 30, 20, 9, 8, 7, 6, 3, 2, 1, 1]), 100
+    head = APLCHead(16, 12, cutoffs=[4, 8], label_bias=True).double()
+    head.init_label_prior(freqs, num_docs)
+    for layer in [head.head, *(t[0] for t in head.tails)]:
+        torch.nn.init.zeros_(layer.weight)  # scores from the biases alone
+    h = torch.randn(3, 16, dtype=torch.float64)
+    scores = torch.sigmoid(head(h))
+    torch.testing.assert_close(scores, torch.from_numpy(freqs / num_docs).expand(3, 12))  # root x conditional
+    q = 1 - np.prod(1 - freqs[4:8] / num_docs)  # the first cluster's root: some label of it is positive
+    assert float(torch.sigmoid(head.head.bias[4])) == pytest.approx(q)
+    labels = torch.tensor([9, 0, 5])
+    torch.testing.assert_close(head(h, labels), head(h)[:, labels])  # the subset path has the biases too
+    with pytest.raises(ValueError, match="label_bias=True"):
+        APLCHead(16, 12, cutoffs=[4, 8]).init_label_prior(freqs, num_docs)
+
+
 def test_extreme_logits_stay_finite():
     head = _head()
     h = 1e4 * torch.randn(3, 16, dtype=torch.float64)
@@ -246,6 +263,13 @@ def test_joint_loss_needs_cross_entropy():
 def _model(tokenizer, **kw) -> APLCXLNet:
     torch.manual_seed(0)
     return APLCXLNet(tokenizer=tokenizer, label_stats=_stats(FREQS), encoder_config=TINY_XLNET, cutoffs=[4, 8], **kw)
+
+
+def test_model_prior_bias_is_the_label_prior(tokenizer):
+    model = _model(tokenizer, prior_bias=True)
+    p = FREQS[0] / 100
+    assert float(model.head.head.bias[0]) == pytest.approx(math.log(p / (1 - p)), rel=1e-5)
+    assert _model(tokenizer).head.head.bias is None  # APLC-XLNet as published: no head bias
 
 
 def test_model_weights_are_bound_per_cluster(tokenizer):

@@ -60,6 +60,11 @@ class APLCXLNet(XMTCModule):
         cutoffs: APLC cluster boundaries: label counts (``[15469]``) or fractions of the labels (``[0.5]``).
         div_value: tail cluster i projects to ``summary_size / div_value^(i+1)`` first.
         head_bias: bias on the APLC head layer.
+        prior_bias: biases on the head layer and the tail clusters' output layers, initialised to the
+            training label prior (``APLCHead.init_label_prior``). Not in APLC-XLNet; an encoder trained
+            from scratch needs it: without it Adam spends the first ~1,000 steps moving every label's
+            score down at the same pace, and meanwhile the encoder's output collapses to one vector for
+            all documents (docs/aplc.md).
         tail_loss: ``joint`` (APLC-XLNet's loss) or ``conditional`` (see ``xmtc.models.aplc_head``).
         max_positives: most positive labels a document may have (APLC-XLNet's ``pos_label``); a batch
             with more stops with an error naming the document. ``None``: no limit.
@@ -85,6 +90,7 @@ class APLCXLNet(XMTCModule):
         cutoffs: Sequence[float] = (0.5,),
         div_value: float = 2.0,
         head_bias: bool = False,
+        prior_bias: bool = False,
         tail_loss: TailLoss = "joint",
         max_positives: int | None = None,
         lr_encoder: float = 1e-5,
@@ -124,7 +130,9 @@ class APLCXLNet(XMTCModule):
         width = summary_size or d_model
         self.summary = nn.Sequential(nn.Linear(d_model, width), nn.Tanh(), nn.Dropout(summary_dropout))
         self.head = APLCHead(width, self.num_labels, cutoffs=cutoffs, div_value=div_value, head_bias=head_bias,
-                             tail_loss=tail_loss)
+                             tail_loss=tail_loss, label_bias=prior_bias)
+        if prior_bias and self.label_stats is not None:  # a restored checkpoint overwrites it with its weights
+            self.head.init_label_prior(self.label_stats.freqs, self.label_stats.num_train_docs)
         if self.head.tail_loss == "joint" and self.loss.surrogate != "bce":
             raise ValueError("tail_loss='joint' trains probabilities with cross-entropy; use the bce surrogate or "
                              "tail_loss='conditional' with squared hinge")

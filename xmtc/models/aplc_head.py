@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,10 +97,12 @@ class APLCHead(nn.Module):
         div_value: tail cluster i projects to ``in_features // div_value^(i+1)`` first (2 in APLC-XLNet).
         head_bias: bias on the head layer (APLC-XLNet has none).
         tail_loss: ``joint`` (as published) or ``conditional``.
+        label_bias: biases on the head layer and on every tail cluster's output layer, for
+            ``init_label_prior`` (implies ``head_bias``).
     """
 
     def __init__(self, in_features: int, num_labels: int, cutoffs: Sequence[float] = (0.5,), div_value: float = 2.0,
-                 head_bias: bool = False, tail_loss: TailLoss = "joint") -> None:
+                 head_bias: bool = False, tail_loss: TailLoss = "joint", label_bias: bool = False) -> None:
         super().__init__()
         if tail_loss not in ("joint", "conditional"):
             raise ValueError(f"tail_loss must be 'joint' or 'conditional', got {tail_loss!r}")
@@ -111,13 +114,35 @@ class APLCHead(nn.Module):
         self.shortlist = self.bounds[1]
         self.num_clusters = len(self.bounds) - 2
         self.cluster_sizes = [b - a for a, b in zip(self.bounds[1:], self.bounds[2:], strict=False)]
-        self.head = nn.Linear(in_features, self.shortlist + self.num_clusters, bias=head_bias)
+        self.head = nn.Linear(in_features, self.shortlist + self.num_clusters, bias=head_bias or label_bias)
         self.tails = nn.ModuleList()
         for i, size in enumerate(self.cluster_sizes):
             dim = max(1, int(in_features // div_value ** (i + 1)))
             self.tails.append(nn.Sequential(nn.Linear(in_features, dim, bias=False), nn.LayerNorm(dim), nn.ReLU(),
-                                            nn.Linear(dim, size, bias=False)))
+                                            nn.Linear(dim, size, bias=label_bias)))
         self.register_buffer("_bounds", torch.tensor(self.bounds), persistent=False)
+
+    @torch.no_grad()
+    def init_label_prior(self, freqs: np.ndarray, num_docs: int) -> None:
+        """Output biases at the training label prior, so training starts from it instead of learning it.
+
+        Head label j: logit(n_j / N). Root of cluster c: logit(q_c), q_c = 1 - prod_{j in c} (1 - n_j / N)
+        (labels taken as independent). Tail label j in c: logit of its conditional frequency, n_j / (N q_c).
+        """
+        if self.head.bias is None or any(t[-1].bias is None for t in self.tails):
+            raise ValueError("init_label_prior needs the head built with label_bias=True")
+        if len(freqs) != self.num_labels:
+            raise ValueError(f"{len(freqs)} label frequencies for {self.num_labels} labels")
+        eps = 1.0 / (num_docs + 2.0)
+        p = np.clip(np.asarray(freqs, dtype=np.float64) / max(num_docs, 1), eps, 1.0 - eps)
+        logit = lambda x: torch.from_numpy(np.log(x) - np.log1p(-x)).float()  # noqa: E731
+        q = np.array([1.0 - np.exp(np.log1p(-p[a:b]).sum()) for a, b in zip(self.bounds[1:], self.bounds[2:],
+                                                                              strict=False)])
+        q = np.clip(q, eps, 1.0 - eps)
+        self.head.bias.copy_(logit(np.concatenate([p[:self.shortlist], q])))
+        for i, tail in enumerate(self.tails):
+            a, b = self.bounds[i + 1], self.bounds[i + 2]
+            tail[-1].bias.copy_(logit(np.clip(p[a:b] / q[i], eps, 1.0 - eps)))
 
     # -- scoring --
 
@@ -147,7 +172,9 @@ class APLCHead(nn.Module):
             if cols.numel() == 0:
                 continue
             z = tail[:-1](hidden)  # the projection, then only the output rows asked for
-            t = _full(F.linear(z, tail[-1].weight[labels[cols] - self.bounds[i + 1]]))
+            rows = labels[cols] - self.bounds[i + 1]
+            bias = None if tail[-1].bias is None else tail[-1].bias[rows]
+            t = _full(F.linear(z, tail[-1].weight[rows], bias))
             out[:, cols] = product_logit(roots[:, i:i + 1], t)
         return out
 
