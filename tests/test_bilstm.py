@@ -53,16 +53,6 @@ def test_unpadded_batches_take_the_fused_kernel_with_the_same_states():
                                atol=1e-6, rtol=1e-5)
 
 
-def test_rows_sharing_a_length_take_fused_passes_and_the_rest_the_two_way_pass():
-    torch.manual_seed(2)
-    lstm = nn.LSTM(5, 4, batch_first=True, bidirectional=True)
-    lengths = torch.tensor([7] * 30 + [4] * 24 + [2, 9, 3])  # two groups big enough for a fused pass, 3 others
-    x = torch.randn(len(lengths), 9, 5)
-    got = bilstm_states(lstm, x, lengths)
-    torch.testing.assert_close(got, packed_states(lstm, x, lengths), atol=1e-6, rtol=1e-5)
-    assert got[0, 7:].abs().sum() == 0 and got[-3, 2:].abs().sum() == 0
-
-
 def test_large_batches_run_in_chunks_with_the_same_states(monkeypatch):
     import xmtc.models.bilstm as bilstm
 

@@ -4,7 +4,9 @@
 unpacked kernel. A one-way LSTM is causal: its output at a real position never depends on the padding
 after it. So the forward direction can run unpacked on the padded batch, and the backward direction
 unpacked on each row reversed within its own length. The states equal ``nn.LSTM``'s on each row up to
-float rounding, with zeros at padded positions as ``pad_packed_sequence`` gives.
+float rounding, with zeros at padded positions as ``pad_packed_sequence`` gives. A batch without padding
+(an attack's masked copies and candidates of one text all have its length) takes the fused bidirectional
+kernel directly.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import torch
 from torch import Tensor, nn
 
 _ONE_WAY: weakref.WeakKeyDictionary[nn.LSTM, tuple[nn.LSTM, nn.LSTM]] = weakref.WeakKeyDictionary()
-_MIN_GROUP = 24  # rows of one length below which they go with the padded two-way pass (measured)
 # oneDNN's LSTM gets ~1.4x slower per row once a batch's input outgrows the cache (measured on this
 # project's 36 MB-L3 Xeon: 48 rows of 200 x 300 floats ran at 0.5 ms a row, 64 rows at 0.7 ms)
 _CHUNK_BYTES = 12 << 20
@@ -65,19 +66,7 @@ def bilstm_states(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> Tensor:
         # no padding (an attack's masked copies and candidates of one text): the fused bidirectional kernel
         # gives the same states 10-30% faster than two one-way passes and their gathers
         return _fused(lstm, x)
-    distinct, counts = torch.unique(lengths, return_counts=True)
-    if int(counts.max()) < _MIN_GROUP:
-        return _two_way(lstm, x, lengths)
-    # several texts' variants at once: a fused pass per length that many rows share, the rest two-way
-    out = x.new_zeros(x.shape[0], steps, 2 * lstm.hidden_size)
-    for length in distinct[counts >= _MIN_GROUP].tolist():
-        rows = (lengths == length).nonzero().squeeze(1)
-        out[rows, :length] = _fused(lstm, x[rows, :length])
-    small = torch.isin(lengths, distinct[counts < _MIN_GROUP]).nonzero().squeeze(1)
-    if small.numel():
-        width = int(lengths[small].max())
-        out[small, :width] = _two_way(lstm, x[small, :width], lengths[small])
-    return out
+    return _two_way(lstm, x, lengths)
 
 
 def _fused(lstm: nn.LSTM, x: Tensor) -> Tensor:
