@@ -56,10 +56,17 @@ models/tok-eurlex57k-demo/tokenizer.json: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+STUDY_CKPT = $(firstword $(wildcard logs/study-eurlex-cpu/train/normal/fit-1/checkpoints/best-*.ckpt))
+
 bench: $(VENV)/.installed
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_attentionxml.py
 	$(PY) bench/bench_attack.py --pairs 24
+	@# the realistic model, where `make study-eurlex` has made it (EURLEX57K under data/eurlex57k)
+	@if [ -n "$(STUDY_CKPT)" ] && [ -d data/eurlex57k ] && [ -d models/mlm-eurlex57k ]; then \
+	  $(PY) bench/bench_attack.py --ckpt $(STUDY_CKPT) --mlm models/mlm-eurlex57k --data data/eurlex57k \
+	    --max_docs 1000 --pairs 32 --seed 1; \
+	else echo "bench_attack on the EURLEX57K study model skipped: run make study-eurlex first"; fi
 	$(PY) bench/bench_selection.py
 	nice $(PY) bench/bench_aplc.py
 
