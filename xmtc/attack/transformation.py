@@ -290,24 +290,17 @@ class MaskedLMSubstitution:
     def _slot_logits(self, sequences: list[list[int]], slots: list[list[int]]) -> list[Tensor]:
         """One forward pass over ``sequences`` (already wrapped in special tokens); vocabulary logits at the
         given slots of each sequence. The LM head runs on the slots only, not on every token."""
-        self.num_forward_passes += 1
-        input_ids, attention = self._batch_inputs(sequences)
-        rows = torch.tensor([r for r, ss in enumerate(slots) for _ in ss], dtype=torch.long, device=self.device)
-        cols = torch.tensor([c for ss in slots for c in ss], dtype=torch.long, device=self.device)
         split = self._split_model()
         if split is not None:
-            base, head = split
-            hidden = base(input_ids=input_ids, attention_mask=attention).last_hidden_state
-            logits = head(hidden[rows, cols])
+            states = self._hidden_states(sequences)
+            logits = split[1](torch.cat([h[ss] for h, ss in zip(states, slots, strict=True)]))
         else:
+            self.num_forward_passes += 1
+            input_ids, attention = self._batch_inputs(sequences)
+            rows = torch.tensor([r for r, ss in enumerate(slots) for _ in ss], dtype=torch.long, device=self.device)
+            cols = torch.tensor([c for ss in slots for c in ss], dtype=torch.long, device=self.device)
             logits = self.model(input_ids=input_ids, attention_mask=attention).logits[rows, cols]
-        logits = logits.float()
-        out: list[Tensor] = []
-        i = 0
-        for ss in slots:
-            out.append(logits[i : i + len(ss)])
-            i += len(ss)
-        return out
+        return list(logits.float().split([len(ss) for ss in slots]))
 
     @torch.inference_mode()
     def _hidden_states(self, sequences: list[list[int]]) -> list[Tensor]:
