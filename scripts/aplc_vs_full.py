@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from xmtc.models import APLCXLNet
+from xmtc.models.aplc_head import label_prior, prior_logit
 
 
 class SigmoidHead(nn.Module):
@@ -30,11 +31,8 @@ class SigmoidHead(nn.Module):
         self.layer = nn.Linear(in_features, num_labels)
         self.bounds = [0, num_labels]
         if prior is not None:  # logit(n_j / N), as APLCHead.init_label_prior for its head labels
-            freqs, num_docs = prior
-            eps = 1.0 / (num_docs + 2.0)
-            p = np.clip(freqs / num_docs, eps, 1.0 - eps)
             with torch.no_grad():
-                self.layer.bias.copy_(torch.from_numpy(np.log(p) - np.log1p(-p)).float())
+                self.layer.bias.copy_(prior_logit(label_prior(*prior)))
 
     def forward(self, hidden: Tensor, labels: Tensor | None = None) -> Tensor:
         logits = self.layer(hidden).float()

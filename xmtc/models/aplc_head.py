@@ -65,6 +65,17 @@ def resolve_cutoffs(cutoffs: Sequence[float], num_labels: int) -> list[int]:
     return resolved
 
 
+def label_prior(freqs: np.ndarray, num_docs: int) -> np.ndarray:
+    """Each label's training frequency n_j / N, kept inside (0, 1) by 1 / (N + 2) so its logit is finite."""
+    eps = 1.0 / (num_docs + 2.0)
+    return np.clip(np.asarray(freqs, dtype=np.float64) / max(num_docs, 1), eps, 1.0 - eps)
+
+
+def prior_logit(p: np.ndarray) -> Tensor:
+    """logit(p) as a float32 tensor, for output biases."""
+    return torch.from_numpy(np.log(p) - np.log1p(-p)).float()
+
+
 def joint_parts(root: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
     """-log p and -log(1 - p) for p = sigmoid(root) * sigmoid(tail), stable for any logits.
 
@@ -133,16 +144,15 @@ class APLCHead(nn.Module):
             raise ValueError("init_label_prior needs the head built with label_bias=True")
         if len(freqs) != self.num_labels:
             raise ValueError(f"{len(freqs)} label frequencies for {self.num_labels} labels")
+        p = label_prior(freqs, num_docs)
         eps = 1.0 / (num_docs + 2.0)
-        p = np.clip(np.asarray(freqs, dtype=np.float64) / max(num_docs, 1), eps, 1.0 - eps)
-        logit = lambda x: torch.from_numpy(np.log(x) - np.log1p(-x)).float()  # noqa: E731
         q = np.array([1.0 - np.exp(np.log1p(-p[a:b]).sum()) for a, b in zip(self.bounds[1:], self.bounds[2:],
                                                                               strict=False)])
         q = np.clip(q, eps, 1.0 - eps)
-        self.head.bias.copy_(logit(np.concatenate([p[:self.shortlist], q])))
+        self.head.bias.copy_(prior_logit(np.concatenate([p[:self.shortlist], q])))
         for i, tail in enumerate(self.tails):
             a, b = self.bounds[i + 1], self.bounds[i + 2]
-            tail[-1].bias.copy_(logit(np.clip(p[a:b] / q[i], eps, 1.0 - eps)))
+            tail[-1].bias.copy_(prior_logit(np.clip(p[a:b] / q[i], eps, 1.0 - eps)))
 
     # -- scoring --
 
