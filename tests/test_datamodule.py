@@ -46,10 +46,33 @@ def test_carved_validation_is_seeded_disjoint_and_excluded_from_statistics(tmp_p
 
 def test_propensity_presets_and_explicit_values(tmp_path):
     data = write_axml(tmp_path / "toy", {"train": 50})
-    assert XMTCDataModule(str(data), propensity="wiki").label_stats.propensity_a == 0.5
+    # the Repository's convention: only the large Wikipedia and Amazon sets have their own (A, B)
+    for preset, ab in [("wikipedia-500k", (0.5, 0.4)), ("Amazon-670K", (0.6, 2.6)), ("wiki10-31k", (0.55, 1.5)),
+                       ("amazoncat-13k", (0.55, 1.5)), ("eurlex57k", (0.55, 1.5))]:
+        stats = XMTCDataModule(str(data), propensity=preset).label_stats
+        assert (stats.propensity_a, stats.propensity_b) == ab, preset
     assert XMTCDataModule(str(data), propensity=(0.6, 2.6)).label_stats.propensity_b == 2.6
-    with pytest.raises(ValueError, match="unknown preset 'wikipedia'"):
+    with pytest.raises(ValueError, match="unknown preset 'wikipedia'.*wiki10-31k"):
         XMTCDataModule(str(data), propensity="wikipedia")
+    # the old names were applied to Wiki10-31K / AmazonCat-13K: refused with the reason and the replacement
+    with pytest.raises(ValueError, match="data.propensity: the preset 'wiki' was removed.*wiki10-31k = 0.55, 1.5"):
+        XMTCDataModule(str(data), propensity="wiki")
+    with pytest.raises(ValueError, match="'amazon' was removed.*amazoncat-13k"):
+        XMTCDataModule(str(data), propensity="amazon")
+
+
+@pytest.mark.parametrize("config", sorted(Path(__file__).parents[1].glob("configs/*.yaml")), ids=lambda p: p.name)
+def test_every_config_names_a_known_propensity_preset(config):
+    import yaml
+
+    from xmtc.data.label_stats import propensity_preset
+
+    data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
+    preset = (data.get("init_args") or {}).get("propensity", "default")
+    if isinstance(preset, str):
+        a, b = propensity_preset(preset)
+        # only the Repository's large Wikipedia / Amazon sets differ from 0.55, 1.5; none of the configs is one
+        assert (a, b) == (0.55, 1.5), config.name
 
 
 def test_aplc_csv_directory_with_dev_split(tmp_path):

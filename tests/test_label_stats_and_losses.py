@@ -26,6 +26,17 @@ def test_inverse_propensity_matches_jain_et_al():
     assert np.all(np.diff(inverse_propensity(freqs, n, a, b)) < 0)  # rarer labels weigh more
 
 
+@pytest.mark.parametrize("a,b", [(0.55, 1.5), (0.5, 0.4), (0.6, 2.6)])
+def test_inverse_propensity_agrees_with_napkinxc(a, b):
+    from napkinxc.metrics import Jain_et_al_inverse_propensity
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 40)) < rng.random(40) ** 3).astype(np.float64)  # long-tailed, some labels unseen
+    freqs = y.sum(axis=0).astype(np.int64)
+    np.testing.assert_allclose(inverse_propensity(freqs, y.shape[0], a, b),
+                               Jain_et_al_inverse_propensity(y, a, b), rtol=1e-12)
+
+
 def test_class_balanced_factors():
     freqs = np.array([0, 1, 2, 50])
     got = class_balanced(freqs, beta=0.9)
