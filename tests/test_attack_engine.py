@@ -169,8 +169,8 @@ def test_rank_topk_success_and_progress(scorer: KeywordScorer) -> None:
     flipped = goal.scores([DOC_A.replace("fishing", "angling")])
     assert goal.is_success(flipped[0], pos) and goal.is_success(flipped[0], non)
     gained = goal.progress(flipped[:, [0]], pos, row[[0]])  # progress takes the Γ columns
-    expected = torch.sigmoid(torch.tensor(3.5)) - torch.sigmoid(torch.tensor(-0.25))
-    assert gained.item() == pytest.approx(expected.item())
+    assert goal.space == "probability"  # KeywordScorer gives probabilities: gains are their log-odds
+    assert gained.item() == pytest.approx(3.5 - (-0.25), rel=1e-5)  # logit 3.5 -> -0.25
     assert goal.progress(flipped[:, [0]], GoalTarget("negative", (0,)), row[[0]]).item() == pytest.approx(
         -gained.item())
     assert goal.progress(flipped[:, [0, 2]], non, row[[0, 2]]).item() == pytest.approx(gained.item())  # 2 unchanged
@@ -329,9 +329,14 @@ def random_world(seed: int, subset: bool = False) -> tuple[KeywordScorer, dict[s
     return (SubsetKeywordScorer if subset else KeywordScorer)(weights, bias), table, texts
 
 
+PROFILES = [("chosen", "current"), ("every", "original")]  # Algorithm 1's reading, the paper's code's
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=["algorithm1", "paper"])
 @pytest.mark.parametrize("subset", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_engine_matches_reference(seed: int, subset: bool) -> None:
+def test_engine_matches_reference(seed: int, subset: bool, profile: tuple[str, str]) -> None:
+    check, source = profile
     scorer, table, texts = random_world(seed, subset)
     rng = random.Random(100 + seed)
     engine_calls = reference_calls = compared = 0
@@ -346,21 +351,27 @@ def test_engine_matches_reference(seed: int, subset: bool) -> None:
         rate = rng.choice([0.1, 0.2, 0.5])
         mask = "[UNK]" if i % 2 else None
         before = scorer.calls
-        ours = make_search(scorer, table, max_change_rate=rate, mask_token=mask, batch_size=8).attack(
-            text, target, kind)
+        ours = make_search(scorer, table, max_change_rate=rate, mask_token=mask, batch_size=8,
+                           success_check=check, candidates_from=source).attack(text, target, kind)
         engine_calls += scorer.calls - before
-        before = scorer.calls
+        before, sent = scorer.calls, scorer.texts_scored
         ref = reference_greedy_attack(scorer, text, target, kind, DictTransformation(table), k=K,
-                                      max_change_rate=rate, mask_token=mask)
+                                      max_change_rate=rate, mask_token=mask, success_check=check,
+                                      candidates_from=source)
         reference_calls += scorer.calls - before
-        assert ref.queries == scorer.calls - before  # one text per call
-        for field in ("status", "success", "adversarial_text", "changes", "queries", "target", "rank_before",
+        assert ref.queries <= scorer.texts_scored - sent  # no cache: every text is sent, repeats too
+        for field in ("status", "success", "adversarial_text", "changes", "target", "rank_before",
                       "rank_after", "topk_before", "topk_after", "num_words"):
             assert getattr(ours, field) == getattr(ref, field), (field, seed, i)
+        # the engine scores every candidate of a position; the paper's code stops at the first success
+        assert ours.queries == ref.queries if check == "chosen" else ours.queries >= ref.queries
         outcomes.add(ours.status)
         compared += 1
     assert compared == len(texts) and len(outcomes) >= 2
-    assert engine_calls * 2 < reference_calls  # ~3x here (batch_size 8, <= 4 candidates); far more at K = 48
+    # the reference sends masked copies 12 to a call, as the paper's code, and each candidate alone. With <= 4
+    # candidates a position here the engine needs 1.0-1.7x fewer calls; at the paper's K = 48 far fewer
+    # (bench/bench_attack.py measures the time)
+    assert engine_calls <= reference_calls
 
 
 @pytest.mark.parametrize("subset", [False, True])
@@ -403,7 +414,7 @@ def test_reference_query_budget_same_decisions(scorer: KeywordScorer) -> None:
     for budget in (5, 11, 12, 13):
         ours = make_search(scorer, FLIP, query_budget=budget).attack(DOC_A, 0, "positive")
         ref = reference_greedy_attack(scorer, DOC_A, 0, "positive", DictTransformation(FLIP), k=K,
-                                      query_budget=budget)
+                                      query_budget=budget, success_check="chosen", candidates_from="current")
         assert (ours.status, ours.adversarial_text, ours.changes) == (ref.status, ref.adversarial_text, ref.changes)
         assert ref.queries <= budget
 
@@ -513,7 +524,8 @@ def test_attentionxml_inference_without_packing_equals_the_packed_path(tiny_axml
 
 
 class BatchNoiseScorer(KeywordScorer):
-    """Float noise that depends on a text's place in its batch, below MIN_GAIN (as batched float32 kernels)."""
+    """Float noise that depends on a text's place in its batch, below the gain tolerance (as batched float32
+    kernels)."""
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str], batch_size: int = 64) -> Tensor:
@@ -523,10 +535,10 @@ class BatchNoiseScorer(KeywordScorer):
 def test_candidates_the_model_cannot_tell_apart_are_tied_and_the_first_wins() -> None:
     table = {"fishing": ["angling", "ANGLING", "Angling"]}  # one word to a lower-casing model
     result = make_search(BatchNoiseScorer(WEIGHTS, BIAS), table, max_change_rate=0.1).attack(DOC_A, 0, "positive")
-    # the batch noise makes the last copy score lowest, but within MIN_GAIN it is a tie: the first is kept
+    # the batch noise makes the last copy score lowest, but within the tolerance it is a tie: the first is kept
     assert result.success and [c.new for c in result.changes] == ["angling"]
     ref = reference_greedy_attack(BatchNoiseScorer(WEIGHTS, BIAS), DOC_A, 0, "positive", DictTransformation(table),
-                                  k=K, max_change_rate=0.1)
+                                  k=K, max_change_rate=0.1, success_check="chosen", candidates_from="current")
     assert ref.adversarial_text == result.adversarial_text
 
 
@@ -556,3 +568,103 @@ def test_attentionxml_refuses_a_subword_tokenizer() -> None:
     tok = train_unigram_tokenizer(["grandpa enjoys fishing near the quiet lake"] * 5, vocab_size=40)
     with pytest.raises(TypeError, match="remove data.init_args.tokenizer"):
         AttentionXML(tokenizer=tok, label_stats=stats, embedding_dim=4, hidden_size=4, linear_sizes=[4])
+
+
+# -- gains that see small and saturated scores; the paper's code's success test; full-document budgets --
+
+
+class LogitKeywordScorer(KeywordScorer):
+    """A KeywordScorer that can return its logits (``logits=True``), as xmtc's models can."""
+
+    @torch.no_grad()
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64, logits: bool = False) -> Tensor:
+        p = super().score_texts(texts, batch_size)
+        return torch.logit(p.double()).float() if logits else p
+
+
+def _logit_rows(weights: dict[str, dict[int, float]], bias: Sequence[float]) -> KeywordScorer:
+    class Exact(KeywordScorer):  # logits computed directly, not through a saturating sigmoid
+        @torch.no_grad()
+        def score_texts(self, texts: Sequence[str], batch_size: int = 64, logits: bool = False) -> Tensor:
+            counts = torch.zeros(len(texts), len(self.vocab))
+            for i, text in enumerate(texts):
+                for word in text.lower().split():
+                    j = self.vocab.get(word)
+                    if j is not None:
+                        counts[i, j] += 1
+            z = counts @ self.weight.T + self.bias
+            return z if logits else torch.sigmoid(z)
+
+    return Exact(weights, bias)
+
+
+def test_a_negative_target_at_1e_minus_7_climbs() -> None:
+    # label 3 sits at p ~ 1e-7 (logit -16); "delta" -> "raise" lifts it to ~6e-7 (logit -14.4), a gain of 5e-7 in
+    # probability; "alpha" -> "soar" lifts it by 16.25 more. Only both changes put it in the top-3 (20 words:
+    # 2 changes at 10%), so the attack succeeds only if the first, tiny move counts as progress
+    weights = {"cold": {3: -16.0}, "raise": {3: 1.625}, "soar": {3: 16.25}, "alpha": {0: 2.0}, "beta": {1: 2.0},
+               "gamma": {2: 0.5}, "epsilon": {4: 1.0}}
+    bias = [0.0] * 5
+    doc = "cold delta alpha beta gamma epsilon " + " ".join(f"w{i}" for i in range(14))
+    table = {"delta": ["raise"], "alpha": ["soar"]}
+    for scorer in (KeywordScorer(weights, bias), _logit_rows(weights, bias)):
+        goal = TargetedGoal(scorer, k=K)
+        row = goal.scores([doc])[0]
+        assert 3 not in goal.topk(row)
+        if goal.space == "probability":
+            assert row[3].item() == pytest.approx(1.1e-7, rel=0.05)
+        result = GreedyWordSearch(goal, DictTransformation(table), max_change_rate=0.1).attack(doc, 3, "negative")
+        assert [(c.old, c.new) for c in result.changes] == [("delta", "raise"), ("alpha", "soar")], goal.space
+        assert result.success and result.status == "success"
+
+
+def test_a_saturated_positive_target_can_fall() -> None:
+    # label 0 at logit 20 scores exactly 1.0 in float32: only a scorer that gives logits shows the drop to 19
+    weights = {"sure": {0: 20.0}, "fairly": {0: 19.0}, "x": {1: 1.0}, "y": {2: 1.0}, "z": {3: 0.5}}
+    doc = "sure x y z words here to make ten"
+    table = {"sure": ["fairly"]}
+    saturated = KeywordScorer(weights, [0.0] * 5)
+    assert saturated.score_texts([doc])[0, 0].item() == saturated.score_texts(["fairly x y z"])[0, 0].item() == 1.0
+    blind = GreedyWordSearch(TargetedGoal(saturated, k=K), DictTransformation(table), max_change_rate=0.2)
+    assert blind.attack(doc, 0, "positive").changes == []  # probabilities: no candidate shows a gain
+    seeing = GreedyWordSearch(TargetedGoal(_logit_rows(weights, [0.0] * 5), k=K), DictTransformation(table),
+                              max_change_rate=0.2)
+    assert seeing.goal.space == "logit"
+    assert [c.new for c in seeing.attack(doc, 0, "positive").changes] == ["fairly"]
+
+
+def test_every_candidate_success_check_ends_at_the_first_success() -> None:
+    # "rowing" comes first and succeeds (label 0: 3.5 -> 0.25, below labels 2, 1 and 3, which it lifts to 1.0);
+    # "angling" drops label 0 further (gain 3.75 vs 3.25), so Algorithm 1's reading keeps "angling"
+    weights = {**WEIGHTS, "rowing": {0: 0.75, 3: 0.5}}
+    table = {"fishing": ["rowing", "angling"]}
+    for check, source in PROFILES:
+        for scorer in (KeywordScorer(weights, BIAS), SubsetKeywordScorer(weights, BIAS)):
+            result = make_search(scorer, table, success_check=check, candidates_from=source).attack(DOC_A, 0,
+                                                                                                    "positive")
+            assert result.success
+            assert [c.new for c in result.changes] == (["angling"] if check == "chosen" else ["rowing"]), check
+            ref = reference_greedy_attack(scorer, DOC_A, 0, "positive", DictTransformation(table), k=K,
+                                          success_check=check, candidates_from=source)
+            assert ref.changes == result.changes
+
+
+def test_budget_counts_the_whole_document_when_told() -> None:
+    # 128 words read by the model, 700 in the document: 12 changes allowed on the cut text, 70 on the document
+    # label 0: logit -1 + 24 = 23 with 24 "fishing"; each "angling" takes 2 off: 13 changes put it below label 3
+    words = ["fishing"] * 24 + [f"w{i}" for i in range(104)]
+    text = " ".join(words)
+    scorer = _logit_rows({"fishing": {0: 1.0}, "angling": {0: -1.0}, "music": {1: 3.5}}, [-1.0, -1.0, -1.25, -1.5])
+    search = make_search(scorer, {"fishing": ["angling"]}, max_change_rate=0.1)
+    cut = search.attack(text, 0, "positive")
+    assert cut.status == "change_budget" and len(cut.changes) == 12 and cut.num_words == 128
+    whole = search.attack(text, 0, "positive", num_words=700)
+    assert whole.success and len(whole.changes) == 13 and whole.num_words == 700
+    assert whole.change_rate == len(whole.changes) / 700
+    ref = reference_greedy_attack(scorer, text, 0, "positive", DictTransformation({"fishing": ["angling"]}), k=K,
+                                  num_words=700, success_check="chosen", candidates_from="current")
+    assert ref.changes == whole.changes
+    together = search.attack_many([(text, 0, "positive", 700), (text, 0, "positive")])
+    assert together == [whole, cut]
+    with pytest.raises(ValueError, match="fewer words than the text"):
+        search.attack(text, 0, "positive", num_words=100)

@@ -2,8 +2,15 @@
 
 ``TargetedGoal`` is also the only door to the model: it batches texts, caches their scores per attacked
 example and counts queries against an optional budget, so every component (importance, search) that
-scores text through it is batched, cached and counted in the same way. Scores are used as the model
-gives them (per-label probabilities); nothing is softmaxed.
+scores text through it is batched, cached and counted in the same way. Nothing is softmaxed.
+
+Gains are measured in log-odds (logits), not probabilities. An absolute threshold on probabilities
+cannot see a negative target climbing from 1e-7 to 5e-7 (most non-predicted labels among thousands sit
+below 1e-5), and a positive target whose logit exceeds ~16.6 scores exactly 1.0 in float32, so no
+candidate would show a gain. A scorer that can return logits (``score_texts(..., logits=True)``, as
+xmtc's models do) is asked for them; a probability-only scorer's rows are mapped to log-odds in float64.
+The top-k and ranks are unchanged by the map (it is monotone), and for one target label (positive and
+negative attacks) so is the best candidate; only the threshold and the ties see the difference.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -56,10 +63,28 @@ def as_label_list(target: int | Sequence[int] | Tensor) -> list[int]:
     return [int(t) for t in target]
 
 
-def progress_toward(rows: Tensor, target: GoalTarget, reference: Tensor) -> Tensor:
-    """Signed move toward the goal of each row relative to ``reference`` (float64, shape (len(rows),)).
+ScoreSpace = Literal["logit", "probability"]
 
-    ``rows`` (N, |Γ|) and ``reference`` (|Γ|,) hold the scores of the labels of Γ, in Γ order.
+# Gains at or below GAIN_RTOL * (1 + Σ|reference logits|) are no progress, and gains this close to the best
+# are ties (the first candidate wins). Float32 logits of two texts the model cannot tell apart (a candidate
+# outside its vocabulary replacing another, case variants under a lower-casing tokenizer) differ by rounding
+# when batched differently, about 1e-7 of their size; a real move is orders of magnitude larger.
+GAIN_RTOL = 1e-5
+
+
+def log_odds(scores: Tensor, space: ScoreSpace = "logit") -> Tensor:
+    """Scores as float64 log-odds; probabilities are clamped inside (0, 1) so 0 and 1 stay finite."""
+    scores = scores.double()
+    if space == "logit":
+        return scores
+    p = scores.clamp(1e-300, 1.0 - 2.0 ** -53)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def progress_toward(rows: Tensor, target: GoalTarget, reference: Tensor, space: ScoreSpace = "logit") -> Tensor:
+    """Signed move toward the goal of each row relative to ``reference``, in log-odds (float64, (len(rows),)).
+
+    ``rows`` (N, |Γ|) and ``reference`` (|Γ|,) hold the scores of the labels of Γ, in Γ order, in ``space``.
     positive / nontargeted: Σ_{j∈Γ} reference[j] - row[j] (the drop); negative: Σ_{j∈Γ} row[j] - reference[j].
     Summed label by label in Γ order, in float64, so that a one-row-at-a-time implementation computes the
     very same numbers (equal decisions, even on near-ties).
@@ -68,12 +93,27 @@ def progress_toward(rows: Tensor, target: GoalTarget, reference: Tensor) -> Tens
     if rows.shape[1] != len(target.labels) or reference.reshape(-1).numel() != len(target.labels):
         raise ValueError(f"progress needs the {len(target.labels)} Γ columns; got rows {tuple(rows.shape)} "
                          f"and reference {tuple(reference.shape)}")
-    reference = reference.reshape(-1)
+    rows, reference = log_odds(rows, space), log_odds(reference.reshape(-1), space)
     acc = torch.zeros(rows.shape[0], dtype=torch.float64)
     for j in range(len(target.labels)):
-        diff = rows[:, j].double() - reference[j].double()
+        diff = rows[:, j] - reference[j]
         acc += diff if target.kind == "negative" else -diff
     return acc
+
+
+def gain_tolerance(reference: Tensor, space: ScoreSpace = "logit") -> float:
+    """Gains within this of each other are equal, and gains up to it are no progress (see GAIN_RTOL)."""
+    return GAIN_RTOL * (1.0 + float(log_odds(reference.reshape(-1), space).abs().sum()))
+
+
+def best_candidate(gains: Tensor, tolerance: float) -> int | None:
+    """The candidate to keep: the first whose gain is within ``tolerance`` of the best, as a strict ">"
+    loop would pick without rounding noise; None when no gain exceeds ``tolerance`` (the word stays).
+    The engine and the reference implementation both decide with this one rule."""
+    if gains.numel() == 0:
+        return None
+    best = int(torch.nonzero(gains >= gains.max() - tolerance)[0])
+    return best if float(gains[best]) > tolerance else None
 
 
 @dataclass(frozen=True)
@@ -84,12 +124,18 @@ class ScoreRequest:
     labels: tuple[int, ...] | None = None
 
 
-def accepts_labels(scorer: TextScorer) -> bool:
-    """Whether ``scorer.score_texts`` can compute a subset of label columns (``labels=``) by itself."""
+def accepts_keyword(scorer: TextScorer, name: str) -> bool:
+    """Whether ``scorer.score_texts`` takes the keyword ``name`` (``labels``: computes a subset of label
+    columns by itself; ``logits``: returns log-odds instead of probabilities)."""
     try:
-        return "labels" in inspect.signature(scorer.score_texts).parameters
+        return name in inspect.signature(scorer.score_texts).parameters
     except (TypeError, ValueError):
         return False
+
+
+def accepts_labels(scorer: TextScorer) -> bool:
+    """Whether ``scorer.score_texts`` can compute a subset of label columns (``labels=``) by itself."""
+    return accepts_keyword(scorer, "labels")
 
 
 class TargetedGoal:
@@ -102,6 +148,9 @@ class TargetedGoal:
 
     ``queries`` counts distinct texts whose scores were asked for, as an attacker querying the model would
     (Γ columns and the full row of one text are one query); ``calls`` counts ``score_texts`` calls.
+
+    Rows are in ``space``: logits when the scorer can give them (``score_texts(..., logits=True)``),
+    else the scorer's probabilities; gains are log-odds either way (module docstring).
 
     Args:
         scorer: the model under attack (anything with ``score_texts``; ``labels=`` is used when it has it).
@@ -132,6 +181,7 @@ class TargetedGoal:
         self.query_budget = query_budget
         self.max_cache = max_cache
         self.partial = accepts_labels(scorer)
+        self.space: ScoreSpace = "logit" if accepts_keyword(scorer, "logits") else "probability"
         self._cache: OrderedDict[tuple[tuple[int, ...] | None, str], Tensor] = OrderedDict()
         self._seen: set[str] = set()
         self.queries = 0  # distinct texts scored since reset()
@@ -195,15 +245,16 @@ class TargetedGoal:
         """Send a request's texts to the model in ``batch_size`` chunks (no cache, no counting); CPU float
         rows, full or of the requested label columns."""
         texts, labels = request.texts, request.labels
+        kwargs = {"logits": True} if self.space == "logit" else {}
         out = []
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
             if labels is None:
-                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size)
+                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size, **kwargs)
             elif self.partial:
-                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size, labels=list(labels))
+                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size, labels=list(labels), **kwargs)
             else:
-                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size)[:, list(labels)]
+                rows = self.scorer.score_texts(chunk, batch_size=self.batch_size, **kwargs)[:, list(labels)]
             out.append(rows.detach().float().cpu())
             self.calls += 1
         return torch.cat(out) if out else torch.zeros(0, 0 if labels is None else len(labels))
@@ -255,17 +306,26 @@ class TargetedGoal:
     def is_success(self, row: Tensor, target: GoalTarget) -> bool:
         """positive: every label of Γ left Ŷ_k; negative: every label of Γ entered Ŷ_k;
         nontargeted: at least one label of Γ left Ŷ_k."""
-        top = set(self.topk(row))
+        return bool(self.successes(row.reshape(1, -1), target)[0])
+
+    def successes(self, rows: Tensor, target: GoalTarget) -> Tensor:
+        """``is_success`` for each full row of ``rows`` (N, L) at once: a (N,) bool tensor."""
+        top = torch.topk(rows, min(self.k, rows.shape[-1]), dim=-1).indices  # (N, k)
+        in_top = (top[:, :, None] == torch.tensor(target.labels)[None, None, :]).any(dim=1)  # (N, |Γ|)
         if target.kind == "positive":
-            return all(t not in top for t in target.labels)
+            return ~in_top.any(dim=1)
         if target.kind == "negative":
-            return all(t in top for t in target.labels)
-        return any(t not in top for t in target.labels)
+            return in_top.all(dim=1)
+        return ~in_top.all(dim=1)
 
     def progress(self, rows: Tensor, target: GoalTarget, reference: Tensor) -> Tensor:
-        """Move toward the goal of each Γ-column row relative to ``reference`` (eq. 3.2-3.4); see
-        ``progress_toward``."""
-        return progress_toward(rows, target, reference)
+        """Move toward the goal of each Γ-column row relative to ``reference`` (eq. 3.2-3.4), in log-odds;
+        see ``progress_toward``."""
+        return progress_toward(rows, target, reference, self.space)
+
+    def tolerance(self, reference: Tensor) -> float:
+        """``gain_tolerance`` of a Γ-column reference row in this goal's score space."""
+        return gain_tolerance(reference, self.space)
 
 
 def drive(steps: Generator[ScoreRequest, Tensor, R], score: Callable[[ScoreRequest], Tensor]) -> R:
@@ -276,12 +336,6 @@ def drive(steps: Generator[ScoreRequest, Tensor, R], score: Callable[[ScoreReque
             request = steps.send(score(request))
     except StopIteration as done:
         return done.value
-
-
-# Gains at or below this are no progress, and gains this close are equal: float32 scores of two texts the
-# model cannot tell apart (a candidate outside its vocabulary replacing another, case variants under a
-# lower-casing tokenizer) may differ by rounding when batched differently.
-MIN_GAIN = 1e-6
 
 
 def max_changes(num_words: int, max_change_rate: float) -> int:

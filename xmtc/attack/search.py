@@ -2,9 +2,17 @@
 
 Words are visited in descending importance; at each position all candidate substitutions are scored in
 ONE batched goal call and the one moving the target furthest toward the goal, relative to the CURRENT
-text's scores (eq. 3.4: S^{t-1}, not the original S), is kept, but only if it makes progress (> 0):
-otherwise the word stays as it was (the reference code kept the last candidate tried). The attack stops
-as soon as the goal holds, when the change budget floor(θ·n) is spent, or when the query budget is.
+text's scores (eq. 3.4: S^{t-1}, not the original S), is kept, but only if it makes progress (a gain above
+the goal's tolerance, in log-odds): otherwise the word stays as it was (the reference code kept the last
+candidate tried). The attack stops as soon as the goal holds, when the change budget floor(θ·n) is spent,
+or when the query budget is.
+
+Two readings of "as soon as the goal holds" (``success_check``):
+- ``chosen`` (Algorithm 1): only the kept candidate is tested; candidates are scored on the target
+  columns Γ alone, and a full row is computed once per kept change.
+- ``every`` (the paper's code, adv_xmtc.py): every candidate is tested, in the transformation's order, and
+  the first that reaches the goal ends the attack even when another has a larger gain. This needs each
+  candidate's full row, so the candidates are scored on all labels (one batched call all the same).
 """
 
 from __future__ import annotations
@@ -18,12 +26,12 @@ from torch import Tensor
 
 from xmtc.attack.base import AttackKind, AttackResult, Change, Transformation
 from xmtc.attack.goal import (
-    MIN_GAIN,
     GoalTarget,
     QueryBudgetExhausted,
     ScoreRequest,
     TargetedGoal,
     as_label_list,
+    best_candidate,
     drive,
     max_changes,
 )
@@ -31,6 +39,12 @@ from xmtc.attack.importance import _check_gradient_model, gradient_importance, m
 from xmtc.attack.stopwords import is_stop_word
 
 ImportanceMethod = Literal["mask", "gradient"]
+SuccessCheck = Literal["chosen", "every"]
+CandidateSource = Literal["current", "original"]
+Target = int | list[int]
+#: One attack: (text, target, kind) or (text, target, kind, num_words), ``num_words`` counting the words of
+#: the whole document when ``text`` is the part of it the model reads (the budget and change rate use it).
+Job = tuple[str, Target, AttackKind] | tuple[str, Target, AttackKind, int | None]
 
 
 def usable_candidates(word: str, candidates: Sequence[str]) -> list[str]:
@@ -74,6 +88,10 @@ class GreedyWordSearch:
             with ``embedding``, ``encode`` and ``tokenizer`` such as AttentionXML).
         candidate_batch: score all candidates of a position in one call (False: one call each; for
             benchmarks, same decisions).
+        success_check: ``chosen`` tests the kept candidate only (Algorithm 1); ``every`` tests each
+            candidate and stops at the first success (the paper's code; module docstring).
+        candidates_from: ask the transformation for candidates on the ``current`` text (Algorithm 1) or on
+            the ``original`` one (the paper's code: its masked LM ran once per document).
     """
 
     def __init__(
@@ -84,6 +102,8 @@ class GreedyWordSearch:
         mask_token: str | None = "[UNK]",
         importance: ImportanceMethod = "mask",
         candidate_batch: bool = True,
+        success_check: SuccessCheck = "chosen",
+        candidates_from: CandidateSource = "current",
     ) -> None:
         if not 0.0 <= max_change_rate <= 1.0:
             raise ValueError(f"max_change_rate must be in [0, 1]; got {max_change_rate}")
@@ -91,6 +111,10 @@ class GreedyWordSearch:
             raise ValueError(f"importance must be 'mask' or 'gradient'; got {importance!r}")
         if importance == "gradient":
             _check_gradient_model(goal.scorer)
+        if success_check not in ("chosen", "every"):
+            raise ValueError(f"success_check must be 'chosen' or 'every'; got {success_check!r}")
+        if candidates_from not in ("current", "original"):
+            raise ValueError(f"candidates_from must be 'current' or 'original'; got {candidates_from!r}")
         if not isinstance(transformation, Transformation):
             raise TypeError(f"transformation must have candidates(words, positions); got {type(transformation)}")
         self.goal = goal
@@ -99,6 +123,8 @@ class GreedyWordSearch:
         self.mask_token = mask_token
         self.importance = importance
         self.candidate_batch = candidate_batch
+        self.success_check = success_check
+        self.candidates_from = candidates_from
 
     def word_importance_steps(self, goal: TargetedGoal, words: Sequence[str], target: GoalTarget,
                               reference: Tensor) -> Generator[ScoreRequest, Tensor, Tensor]:
@@ -107,7 +133,7 @@ class GreedyWordSearch:
         return (yield from mask_importance_steps(goal, words, target, reference, self.mask_token))
 
     def _candidate_rows(self, goal: TargetedGoal, texts: list[str],
-                        labels: Sequence[int]) -> Generator[ScoreRequest, Tensor, Tensor]:
+                        labels: Sequence[int] | None) -> Generator[ScoreRequest, Tensor, Tensor]:
         if self.candidate_batch:
             return (yield from goal.request(texts, labels))
         rows = []
@@ -115,20 +141,22 @@ class GreedyWordSearch:
             rows.append((yield from goal.request([t], labels)))
         return torch.cat(rows)
 
-    def attack(self, text: str, target: int | list[int], kind: AttackKind) -> AttackResult:
+    def attack(self, text: str, target: int | list[int], kind: AttackKind,
+               num_words: int | None = None) -> AttackResult:
         """Attack one document. ``target``: one label for positive/negative attacks; the true labels for a
-        nontargeted one (Γ = those in the original top-k)."""
+        nontargeted one (Γ = those in the original top-k). ``num_words``: the whole document's word count
+        when ``text`` is only the part the model reads (budget and change rate count it; default: text's)."""
         self.goal.reset()
-        return drive(self.attack_steps(self.goal, text, target, kind), self.goal.score_batched)
+        return drive(self.attack_steps(self.goal, text, target, kind, num_words), self.goal.score_batched)
 
-    def attack_many(self, jobs: Sequence[tuple[str, int | list[int], AttackKind]]) -> list[AttackResult]:
+    def attack_many(self, jobs: Sequence[Job]) -> list[AttackResult]:
         """Attack several documents at once: their pending texts (masked copies, candidates) are merged
         into shared forward passes of ``goal.batch_size`` texts. Each attack keeps its own cache, query
         count and budget, and makes the same decisions as ``attack`` alone."""
         results: list[AttackResult | None] = [None] * len(jobs)
         active: dict[int, tuple[Generator, ScoreRequest]] = {}
-        for i, (text, target, kind) in enumerate(jobs):
-            steps = self.attack_steps(self.goal.fresh(), text, target, kind)
+        for i, job in enumerate(jobs):
+            steps = self.attack_steps(self.goal.fresh(), *job)
             try:
                 active[i] = (steps, next(steps))
             except StopIteration as done:
@@ -156,16 +184,18 @@ class GreedyWordSearch:
                     del active[i]
         return results  # type: ignore[return-value]
 
-    def attack_steps(self, goal: TargetedGoal, text: str, target: int | list[int],
-                     kind: AttackKind) -> Generator[ScoreRequest, Tensor, AttackResult]:
+    def attack_steps(self, goal: TargetedGoal, text: str, target: int | list[int], kind: AttackKind,
+                     num_words: int | None = None) -> Generator[ScoreRequest, Tensor, AttackResult]:
         """The attack as a scoring generator: yields texts to score, receives their rows (see ``drive``)."""
         labels = as_label_list(target)
         if kind != "nontargeted" and len(labels) != 1:
             raise ValueError(f"a {kind} attack takes one target label; got {labels}")
         words = text.split()
+        if num_words is not None and num_words < len(words):
+            raise ValueError(f"num_words={num_words} counts fewer words than the text has ({len(words)})")
         original = " ".join(words)
         result = AttackResult(kind=kind, target=labels[0], success=False, status="failed", original_text=text,
-                              adversarial_text=original, num_words=len(words))
+                              adversarial_text=original, num_words=len(words) if num_words is None else num_words)
         try:
             before = (yield from goal.request([original]))[0]
         except QueryBudgetExhausted as e:
@@ -179,7 +209,8 @@ class GreedyWordSearch:
             return result
 
         current, after = list(words), before
-        budget = max_changes(len(words), self.max_change_rate)
+        budget = max_changes(result.num_words, self.max_change_rate)
+        every = self.success_check == "every"
         status: str | None = None
         try:
             # Γ columns of the current text: what gains are measured against (same computation as candidates')
@@ -191,21 +222,34 @@ class GreedyWordSearch:
                 if len(result.changes) >= budget:
                     status = "change_budget"
                     break
-                options = self.transformation.candidates(current, [pos])[0]
+                source = words if self.candidates_from == "original" else current
+                options = self.transformation.candidates(source, [pos])[0]
                 options = usable_candidates(current[pos], options)
                 if not options:
                     continue
                 texts = [replaced_text(current, pos, c) for c in options]
-                rows = yield from self._candidate_rows(goal, texts, gamma.labels)
-                gains = goal.progress(rows, gamma, reference)
-                # the first of the maxima, as a strict ">" loop would pick; gains within MIN_GAIN of the maximum
-                # are equal (texts the model cannot tell apart, e.g. case variants, scored in different batches)
-                best = int(torch.nonzero(gains >= gains.max() - MIN_GAIN)[0])
-                if gains[best] <= MIN_GAIN:
+                if every:  # full rows: each candidate is tested for success, the first one that succeeds wins
+                    full = yield from self._candidate_rows(goal, texts, None)
+                    won = torch.nonzero(goal.successes(full, gamma))
+                    rows = full[:, list(gamma.labels)]
+                    cand_reference = after[list(gamma.labels)]
+                    if len(won):
+                        best = int(won[0])
+                        result.changes.append(Change(pos, current[pos], options[best]))
+                        current[pos], after, status = options[best], full[best], "success"
+                        break
+                else:
+                    rows = yield from self._candidate_rows(goal, texts, gamma.labels)
+                    cand_reference = reference
+                chosen = best_candidate(goal.progress(rows, gamma, cand_reference), goal.tolerance(cand_reference))
+                if chosen is None:
                     continue  # no candidate helps: the word stays
-                result.changes.append(Change(pos, current[pos], options[best]))
-                current[pos], reference = options[best], rows[best]
-                after = (yield from goal.request([texts[best]]))[0]  # the full row, for the top-k
+                result.changes.append(Change(pos, current[pos], options[chosen]))
+                current[pos], reference = options[chosen], rows[chosen]
+                if every:
+                    after = full[chosen]  # not a success, or the loop above would have ended the attack
+                    continue
+                after = (yield from goal.request([texts[chosen]]))[0]  # the full row, for the top-k
                 if goal.is_success(after, gamma):
                     status = "success"
                     break

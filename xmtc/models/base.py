@@ -168,11 +168,14 @@ class XMTCModule(L.LightningModule):
     # -- raw text in, scores out: the only interface the attack suite uses --
 
     @torch.no_grad()
-    def score_texts(self, texts: Sequence[str], batch_size: int = 64, labels: Sequence[int] | None = None) -> Tensor:
+    def score_texts(self, texts: Sequence[str], batch_size: int = 64, labels: Sequence[int] | None = None,
+                    logits: bool = False) -> Tensor:
         """Scores (len(texts), L) on the CPU, in eval mode, batched; restores the training mode.
 
         With ``labels`` only those columns, (len(texts), len(labels)), computed without the others where
-        the model can (AttentionXML's label-wise attention for 1 label instead of thousands).
+        the model can (AttentionXML's label-wise attention for 1 label instead of thousands). With
+        ``logits`` the log-odds whose sigmoid is the score: attacks compare gains on them, where float32
+        probabilities round to 1.0 above a logit of ~16.6.
         """
         was_training = self.training
         if was_training:  # walking every submodule costs ~1 ms, paid on each of an attack's many calls
@@ -185,7 +188,8 @@ class XMTCModule(L.LightningModule):
             for start in range(0, len(texts), batch_size):
                 inputs, inverse = _distinct_rows(self.encode(texts[start:start + batch_size]))
                 inputs = {k: v.to(self.device) for k, v in inputs.items()}
-                rows = self.scores_from_logits(self(inputs, labels=subset)).float().cpu()
+                out_logits = self(inputs, labels=subset)
+                rows = (out_logits if logits else self.scores_from_logits(out_logits)).float().cpu()
                 out.append(rows if inverse is None else rows[inverse])
             width = self.num_labels if subset is None else subset.numel()
             return torch.cat(out) if out else torch.zeros(0, width)
