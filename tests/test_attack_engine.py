@@ -573,29 +573,23 @@ def test_attentionxml_refuses_a_subword_tokenizer() -> None:
 # -- gains that see small and saturated scores; the paper's code's success test; full-document budgets --
 
 
-class LogitKeywordScorer(KeywordScorer):
-    """A KeywordScorer that can return its logits (``logits=True``), as xmtc's models can."""
+class ExactLogitScorer(KeywordScorer):
+    """Logits computed directly (``logits=True``), not through a saturating float32 sigmoid."""
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str], batch_size: int = 64, logits: bool = False) -> Tensor:
-        p = super().score_texts(texts, batch_size)
-        return torch.logit(p.double()).float() if logits else p
+        counts = torch.zeros(len(texts), len(self.vocab))
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                j = self.vocab.get(word)
+                if j is not None:
+                    counts[i, j] += 1
+        z = counts @ self.weight.T + self.bias
+        return z if logits else torch.sigmoid(z)
 
 
 def _logit_rows(weights: dict[str, dict[int, float]], bias: Sequence[float]) -> KeywordScorer:
-    class Exact(KeywordScorer):  # logits computed directly, not through a saturating sigmoid
-        @torch.no_grad()
-        def score_texts(self, texts: Sequence[str], batch_size: int = 64, logits: bool = False) -> Tensor:
-            counts = torch.zeros(len(texts), len(self.vocab))
-            for i, text in enumerate(texts):
-                for word in text.lower().split():
-                    j = self.vocab.get(word)
-                    if j is not None:
-                        counts[i, j] += 1
-            z = counts @ self.weight.T + self.bias
-            return z if logits else torch.sigmoid(z)
-
-    return Exact(weights, bias)
+    return ExactLogitScorer(weights, bias)
 
 
 def test_a_negative_target_at_1e_minus_7_climbs() -> None:
@@ -668,3 +662,53 @@ def test_budget_counts_the_whole_document_when_told() -> None:
     assert together == [whole, cut]
     with pytest.raises(ValueError, match="fewer words than the text"):
         search.attack(text, 0, "positive", num_words=100)
+
+
+class WordCountEncoder:
+    """A sentence encoder whose embedding counts a few words; records the texts it was given."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def encode(self, texts: Sequence[str]) -> Tensor:
+        self.seen.extend(texts)
+        return torch.tensor([[t.split().count(w) + 1.0 for w in ("fishing", "angling", "Angling")] for t in texts])
+
+
+def test_paper_profile_measures_the_whole_document() -> None:
+    from xmtc.attack.runner import AttackSettings, attack_documents, build_search
+
+    class ReadsFirst128(ExactLogitScorer):  # the model reads the first 128 words of a document
+        class tokenizer:  # noqa: N801 (what fit_to_model reads of a word tokenizer)
+            max_length = 128
+
+            @staticmethod
+            def words(text: str) -> list[str]:
+                return text.split()
+
+    weights = {"fishing": {0: 1.0}, "angling": {0: -1.0}, "music": {1: 3.5}}
+    model = ReadsFirst128(weights, [-1.0, -1.0, -1.25, -1.5])
+    # 24 "fishing" among the first 128 words, 572 more words the model never reads: 700 in all
+    doc = " ".join(["Fishing"] + ["fishing"] * 23 + [f"w{i}" for i in range(104)] + [f"tail{i}" for i in range(572)])
+    table = DictTransformation({"fishing": ["angling"]})
+    results = {}
+    for profile in ("algorithm1", "paper"):
+        settings = AttackSettings(profile=profile, k=K, max_change_rate=0.1, similarity_measure="cosine")
+        encoder = WordCountEncoder()
+        results[profile] = attack_documents(build_search(model, table, settings), model, [doc], [(0, "positive")],
+                                            settings, encoder)[0]
+        results[profile + "_seen"] = encoder.seen
+    cut, paper = results["algorithm1"], results["paper"]
+    # Algorithm 1's reading: floor(0.1 * 128) = 12 changes on the cut text, not enough
+    assert cut.status == "change_budget" and len(cut.changes) == 12 and cut.num_words == 128
+    assert len(cut.adversarial_text.split()) == 128 and "cut to its first 128 of 700 words" in cut.message
+    # the paper's code: floor(0.1 * 700) = 70 allowed, 13 used; the whole document comes back with the changes in it
+    assert paper.success and len(paper.changes) == 13 and paper.num_words == 700
+    assert paper.change_rate == pytest.approx(13 / 700)
+    adv = paper.adversarial_text.split()
+    assert len(adv) == 700 and paper.original_text == doc and adv[128:] == doc.split()[128:]
+    assert [adv[c.position] for c in paper.changes] == ["angling"] * 13
+    # similarity compares the whole documents, lower-cased (the paper's code fed USE lower-cased text)
+    assert all(len(t.split()) == 700 and t == t.lower() for t in results["paper_seen"])
+    assert all(len(t.split()) == 128 for t in results["algorithm1_seen"])
+    assert "Fishing" in results["algorithm1_seen"][0]

@@ -35,6 +35,7 @@ from xmtc.attack.selection import (
 )
 
 SimilarityMeasure = Literal["cosine", "angular", "arccos"]
+AttackProfile = Literal["algorithm1", "paper"]
 
 
 @dataclass
@@ -42,6 +43,13 @@ class AttackSettings:
     """What to attack and how (paper §3-4; NOTES §1).
 
     Args:
+        profile: how the attack is measured. ``algorithm1``: as Algorithm 1 reads (change budget, change
+            rate and similarity on the text the model reads; success tested on the kept candidate only;
+            candidates asked on the current text). ``paper``: as the paper's code measured (adv_xmtc.py):
+            budget and change rate over the whole document's words, similarity of the whole documents,
+            lower-cased, with the changes put back; success tested on every candidate, the first that
+            succeeds ending the attack; the masked LM asked on the original document. docs/attack.md
+            lists what remains different.
         kinds: ``positive`` and/or ``negative`` targeted attacks.
         k: size of the predicted top-k set.
         max_change_rate: θ, the largest share of words that may change.
@@ -70,6 +78,7 @@ class AttackSettings:
             written after each group).
     """
 
+    profile: AttackProfile = "algorithm1"
     kinds: list[Literal["positive", "negative"]] = field(default_factory=lambda: ["positive"])
     k: int = 5
     max_change_rate: float = 0.1
@@ -114,18 +123,23 @@ def encoder_description(settings: AttackSettings) -> str:
 
 
 def add_similarity(encoder: Any, originals: Sequence[str], results: Sequence[AttackResult],
-                   measure: SimilarityMeasure) -> None:
-    """Similarity of every changed text to its original, in one encoder call; 1.0 when unchanged."""
+                   measure: SimilarityMeasure, lowercase: bool = False) -> None:
+    """Similarity of every changed text to its original, in one encoder call; 1.0 when unchanged.
+    ``lowercase``: compare lower-cased texts, as the paper's code fed USE."""
     if encoder is None:
         return
     from xmtc.attack.similarity import text_similarity
+
+    def prepared(text: str) -> str:
+        text = " ".join(text.split())
+        return text.lower() if lowercase else text
 
     changed = [i for i, r in enumerate(results) if r.changes]
     for r in results:
         r.similarity = 1.0
     if changed:
-        sims = text_similarity(encoder, [" ".join(originals[i].split()) for i in changed],
-                               [results[i].adversarial_text for i in changed], measure)
+        sims = text_similarity(encoder, [prepared(originals[i]) for i in changed],
+                               [prepared(results[i].adversarial_text) for i in changed], measure)
         for i, sim in zip(changed, sims.tolist(), strict=True):
             results[i].similarity = float(sim)
 
@@ -190,6 +204,40 @@ def fit_to_model(model: Any, text: str) -> tuple[str, str]:
         return text, ""
     return " ".join(words[:keep]), f"document cut to its first {keep} of {len(words)} words (model limit {limit})"
 
+
+
+def build_search(scorer: Any, transformation: Any, settings: AttackSettings) -> GreedyWordSearch:
+    """The greedy search the settings describe, with a goal of its own, for ``scorer``."""
+    paper = settings.profile == "paper"
+    goal = TargetedGoal(scorer, k=settings.k, batch_size=settings.batch_size, query_budget=settings.query_budget)
+    return GreedyWordSearch(goal, transformation, max_change_rate=settings.max_change_rate,
+                            mask_token=settings.mask_token, importance=settings.importance,
+                            success_check="every" if paper else "chosen",
+                            candidates_from="original" if paper else "current")
+
+
+def attack_documents(search: GreedyWordSearch, model: Any, documents: Sequence[str],
+                     targets: Sequence[tuple[int | list[int], str]], settings: AttackSettings,
+                     encoder: Any) -> list[AttackResult]:
+    """Attack documents together (their texts share forward passes), each cut to what the model reads, and
+    measure them as ``settings.profile`` says: under ``paper`` the whole document's words count for the
+    budget and change rate, and the result holds the whole documents with the changes put back, whose
+    similarity is measured lower-cased. ``targets``: (target, kind) per document."""
+    paper = settings.profile == "paper"
+    fitted = [fit_to_model(model, doc) for doc in documents]
+    jobs = [(text, target, kind, len(doc.split()) if paper else None)
+            for (text, _), doc, (target, kind) in zip(fitted, documents, targets, strict=True)]
+    results = search.attack_many(jobs)
+    for result, (text, note), doc in zip(results, fitted, documents, strict=True):
+        if note:
+            result.message = f"{note}; {result.message}" if result.message else note
+        if paper:
+            words = doc.split()
+            result.original_text = " ".join(words)
+            result.adversarial_text = " ".join([*result.adversarial_text.split(), *words[len(text.split()):]])
+    originals = [r.original_text for r in results] if paper else [text for text, _ in fitted]
+    add_similarity(encoder, originals, results, settings.similarity_measure, lowercase=paper)
+    return results
 
 
 class AttackRun:
@@ -317,31 +365,22 @@ class AttackRun:
         results_path = self.out / "results.jsonl"
         with open(results_path, "a", encoding="utf-8") as sink, \
                 tqdm(total=total, initial=total - len(jobs), desc="attacks", disable=not show_progress) as bar:
-            searches = {name: GreedyWordSearch(
-                TargetedGoal(m, k=s.k, batch_size=s.batch_size, query_budget=s.query_budget), transformation,
-                max_change_rate=s.max_change_rate, mask_token=s.mask_token, importance=s.importance)
-                for name, m in self.models.items()}
+            searches = {name: build_search(m, transformation, s) for name, m in self.models.items()}
             for name in self.models:
                 mine = [job for job in jobs if job[0] == name]
                 for start in range(0, len(mine), max(1, s.documents_at_once)):
                     group = mine[start:start + max(1, s.documents_at_once)]
                     began = time.perf_counter()
-                    fitted = [fit_to_model(self.models[name], self.texts[d]) for _, _, d, _ in group]
-                    results = searches[name].attack_many([(text, t, kind) for (text, _), (_, kind, _, t)
-                                                          in zip(fitted, group, strict=True)])
-                    self._add_similarity(encoder, [text for text, _ in fitted], results)
+                    results = attack_documents(searches[name], self.models[name],
+                                               [self.texts[d] for _, _, d, _ in group],
+                                               [(t, kind) for _, kind, _, t in group], s, encoder)
                     seconds = (time.perf_counter() - began) / len(group)
-                    for (_, _, d, t), (_, note), result in zip(group, fitted, results, strict=True):
-                        if note:
-                            result.message = f"{note}; {result.message}" if result.message else note
+                    for (_, _, d, t), result in zip(group, results, strict=True):
                         row = self._row(name, d, self.label_bin[t], result, seconds)
                         sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                     sink.flush()
                     bar.update(len(group))
         return self.report()
-
-    def _add_similarity(self, encoder: Any, originals: list[str], results: list[AttackResult]) -> None:
-        add_similarity(encoder, originals, results, self.settings.similarity_measure)
 
     def _row(self, model: str, doc: int, bin_index: int, r: AttackResult, seconds: float) -> dict[str, Any]:
         return result_row(r, self.stats, model, self.doc_ids[doc], doc, self.bins[bin_index].name,
