@@ -1,4 +1,9 @@
-"""XMC ranking metrics against a plain per-document numpy reference and hand-worked examples."""
+"""XMC ranking metrics against napkinxc (an independent implementation, the oracle) and hand-worked examples.
+
+napkinxc ranks a score matrix with numpy's default (unstable) argsort, so equal scores would come out in an
+arbitrary order; it is given explicit top-k rankings made with xmtc's documented tie rule instead (score
+descending, then label index ascending: a stable sort of -scores).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from napkinxc import metrics as nm
 
 from xmtc.metrics import (
     PrecisionAtKByFrequency,
     XMCMetrics,
+    _top_labels,
     frequency_bin_names,
     ndcg_at_k,
     precision_at_k,
@@ -21,49 +28,48 @@ from xmtc.metrics import (
 
 KS = (1, 3, 5)
 EDGES = (5, 20, 100, 500)
+TOL = 1e-6
 
 
-# ---------------------------------------------------------------------------------- numpy reference
-def reference(scores: np.ndarray, targets: np.ndarray, w: np.ndarray, k: int) -> dict[str, float]:
-    """Textbook per-document loop (pyxclib definitions); PSP/PSnDCG as ratios of sums over documents."""
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    p = ndcg = psp_num = psp_den = psn_num = psn_den = 0.0
-    for s, y in zip(scores, targets, strict=True):
-        top = np.argsort(-s, kind="stable")[:k]
-        true = np.flatnonzero(y)
-        hits = np.isin(top, true).astype(float)
-        p += hits.sum() / k
-        n = min(k, len(true))
-        if n > 0:
-            ndcg += (hits * disc).sum() / disc[:n].sum()
-        psp_num += (hits * w[top]).sum()
-        psn_num += (hits * w[top] * disc).sum()
-        ideal = np.sort(w[true])[::-1][:k]
-        psp_den += ideal.sum()
-        psn_den += (ideal * disc[: len(ideal)]).sum()
-    num_docs = len(scores)
-    return {
-        f"P@{k}": p / num_docs,
-        f"nDCG@{k}": ndcg / num_docs,
-        f"PSP@{k}": psp_num / psp_den if psp_den > 0 else 0.0,
-        f"PSnDCG@{k}": psn_num / psn_den if psn_den > 0 else 0.0,
+# ---------------------------------------------------------------------------------- oracle
+def rule_ranking(scores: np.ndarray, k: int) -> list[list[int]]:
+    """Top-k per row under the documented tie rule, as the list of label lists napkinxc takes as a ranking."""
+    return [row[:k].tolist() for row in np.argsort(-scores.astype(np.float64), axis=1, kind="stable")]
+
+
+def oracle(scores: np.ndarray, targets: np.ndarray, w: np.ndarray, ks) -> dict[str, float]:
+    """napkinxc's P@k, nDCG@k, PSP@k and PSnDCG@k (normalised, zero_division=0) for every k in ``ks``."""
+    kmax = max(ks)
+    rank, y = rule_ranking(scores, kmax), targets.astype(bool)
+    values = {
+        "P": nm.precision_at_k(y, rank, k=kmax),
+        "nDCG": nm.ndcg_at_k(y, rank, k=kmax),
+        "PSP": nm.psprecision_at_k(y, rank, w.astype(np.float64), k=kmax),
+        "PSnDCG": nm.psndcg_at_k(y, rank, w.astype(np.float64), k=kmax),
     }
+    return {f"{name}@{k}": float(v[k - 1]) for name, v in values.items() for k in ks}
 
 
 def reference_bins(scores: np.ndarray, targets: np.ndarray, freqs: np.ndarray, edges, k: int) -> np.ndarray:
+    """P@k by frequency bin (napkinxc has none): a per-document loop over the rule's top-k."""
     counts = np.zeros(len(edges) + 1)
-    for s, y in zip(scores, targets, strict=True):
-        for label in np.argsort(-s, kind="stable")[:k]:
+    for top, y in zip(rule_ranking(scores, k), targets, strict=True):
+        for label in top:
             if y[label]:
                 b = next((i for i, e in enumerate(edges) if freqs[label] <= e), len(edges))
                 counts[b] += 1
     return counts / (k * len(scores))
 
 
-def random_case(batch: int, num_labels: int, density: float, seed: int):
-    """Tie-free scores (a random permutation per row), targets with empty, full and over-k documents."""
+def random_case(batch: int, num_labels: int, density: float, seed: int, levels: int | None = None):
+    """Scores (tie-free, or ``levels`` distinct values per matrix: many ties), targets with an empty document,
+    a full one (> k labels), one with a single label ranked first, and mostly short ones (|y| < k)."""
     rng = np.random.default_rng(seed)
-    scores = np.argsort(rng.random((batch, num_labels)), axis=1).astype(np.float32)
+    if levels is None:
+        scores = np.argsort(rng.random((batch, num_labels)), axis=1).astype(np.float32)
+    else:
+        scores = (rng.integers(0, levels, (batch, num_labels)) / levels).astype(np.float32)
+        scores[3] = 0.5  # a row where every label ties: the top-k is the k lowest indices
     targets = rng.random((batch, num_labels)) < density
     targets[0] = False  # a document without labels
     targets[1] = True  # a document with all labels (> k)
@@ -75,32 +81,102 @@ def random_case(batch: int, num_labels: int, density: float, seed: int):
     return scores, targets, w, freqs
 
 
-CASES = [(7, 12, 0.2, 0), (50, 30, 0.05, 1), (33, 100, 0.3, 2), (64, 8, 0.6, 3), (20, 500, 0.01, 4)]
+# (batch, num_labels, density, seed, levels): levels=None is tie-free, small levels tie a lot
+CASES = [
+    (7, 12, 0.2, 0, None),
+    (50, 30, 0.05, 1, None),
+    (33, 100, 0.3, 2, 4),
+    (64, 8, 0.6, 3, 2),
+    (20, 500, 0.01, 4, 3),
+    (90, 40, 0.06, 10, 6),
+    (45, 5, 0.3, 11, 3),  # k = 5 = num_labels: every label ranked
+]
 
 
-@pytest.mark.parametrize(("batch", "num_labels", "density", "seed"), CASES)
-def test_against_numpy_reference(batch: int, num_labels: int, density: float, seed: int) -> None:
-    scores, targets, w, freqs = random_case(batch, num_labels, density, seed)
+def functional(s: torch.Tensor, t: torch.Tensor, wt: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    return {
+        f"P@{k}": precision_at_k(s, t, k),
+        f"nDCG@{k}": ndcg_at_k(s, t, k),
+        f"PSP@{k}": psp_at_k(s, t, wt, k),
+        f"PSnDCG@{k}": psndcg_at_k(s, t, wt, k),
+    }
+
+
+@pytest.mark.parametrize(("batch", "num_labels", "density", "seed", "levels"), CASES)
+def test_against_napkinxc(batch: int, num_labels: int, density: float, seed: int, levels: int | None) -> None:
+    scores, targets, w, freqs = random_case(batch, num_labels, density, seed, levels)
+    assert (targets.sum(1) < max(KS)).mean() > 0.3 or density >= 0.2  # short label sets are exercised
     ks = tuple(k for k in KS if k <= num_labels)
+    expected = oracle(scores, targets, w, ks)
     s, t, wt = torch.from_numpy(scores), torch.from_numpy(targets), torch.from_numpy(w).float()
-    metric = XMCMetrics(ks=ks, inv_propensity=wt)
-    metric.update(s, t)
-    got = metric.compute()
-    assert set(got) == {f"{m}@{k}" for m in ("P", "nDCG", "PSP", "PSnDCG") for k in ks}
+
+    whole = XMCMetrics(ks=ks, inv_propensity=wt)
+    whole.update(s, t)
+    chunked = XMCMetrics(ks=ks, inv_propensity=wt)  # accumulation over uneven batches
+    for rows in np.array_split(np.arange(batch), [1, batch // 3, batch // 3 + 2]):
+        chunked.update(s[rows], t[rows])
+    got, got_chunked = whole.compute(), chunked.compute()
+    assert set(got) == set(expected)
     for k in ks:
-        ref = reference(scores, targets, w, k)
-        functional = {
-            f"P@{k}": precision_at_k(s, t, k),
-            f"nDCG@{k}": ndcg_at_k(s, t, k),
-            f"PSP@{k}": psp_at_k(s, t, wt, k),
-            f"PSnDCG@{k}": psndcg_at_k(s, t, wt, k),
-        }
-        for name, expected in ref.items():
-            assert got[name].item() == pytest.approx(expected, abs=1e-5), name
-            assert functional[name].item() == pytest.approx(expected, abs=1e-5), name
+        fn = functional(s, t, wt, k)
+        for name in fn:
+            assert got[name].item() == pytest.approx(expected[name], abs=TOL), name
+            assert got_chunked[name].item() == pytest.approx(expected[name], abs=TOL), name
+            assert fn[name].item() == pytest.approx(expected[name], abs=TOL), name
         ref_bins = reference_bins(scores, targets, freqs, EDGES, k)
         bins = precision_at_k_by_bin(s, t, torch.from_numpy(freqs), EDGES, k)
-        np.testing.assert_allclose(bins.numpy(), ref_bins, atol=1e-6)
+        np.testing.assert_allclose(bins.numpy(), ref_bins, atol=TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_class_and_functional_agree_on_ties(dtype: torch.dtype) -> None:
+    # Low-precision scores tie a lot (as early in training): the class ranks once at max(ks) and reads
+    # prefixes, the functions rank once per k; one tie rule makes them identical, and equal to napkinxc.
+    # Saturated sigmoids: bf16 / fp16 round the confident ones to exactly 1.0; float32 scores are quantised.
+    rng = np.random.default_rng(12)
+    logits = torch.from_numpy(4.0 * rng.normal(size=(300, 64)).astype(np.float32))
+    quantised = (torch.sigmoid(logits) * 8).round() / 8
+    scores = quantised if dtype == torch.float32 else torch.sigmoid(logits.to(dtype))
+    values = scores.float().numpy()
+    top6 = -np.sort(-values, axis=1)[:, :6]
+    assert (top6[:, :5] == top6[:, 1:]).any(axis=1).mean() > 0.3  # ties within or across the top 5 are common
+    targets = torch.from_numpy(rng.random((300, 64)) < 0.05)
+    wt = torch.from_numpy(1.0 + 3.0 * rng.random(64)).float()
+    metric = XMCMetrics(inv_propensity=wt)
+    metric.update(scores, targets)
+    got = metric.compute()
+    expected = oracle(values, targets.numpy(), wt.numpy(), KS)
+    for k in KS:
+        for name, value in functional(scores, targets, wt, k).items():
+            assert value.item() == got[name].item(), name  # same code path and rule: exactly equal
+            assert value.item() == pytest.approx(expected[name], abs=TOL), name
+
+
+def test_tie_rule_on_rankings() -> None:
+    # The rule itself: score descending, then label index ascending (a stable sort), for every k,
+    # including ties straddling place k, rows of equal scores, infinities and k = num_labels.
+    rng = np.random.default_rng(13)
+    scores = rng.integers(0, 4, (200, 23)).astype(np.float32)
+    scores[0] = 1.0
+    scores[1, ::3] = np.inf
+    scores[2, ::2] = -np.inf
+    expected = np.argsort(-scores, axis=1, kind="stable")
+    for k in (1, 2, 5, 22, 23):
+        got = _top_labels(torch.from_numpy(scores), k).numpy()
+        np.testing.assert_array_equal(got, expected[:, :k])
+    # hand-made: labels 0, 1, 2, 4 tie at 0.5 below label 3
+    row = torch.tensor([[0.5, 0.5, 0.5, 0.9, 0.5]])
+    assert _top_labels(row, 3).tolist() == [[3, 0, 1]]
+    assert _top_labels(row, 1).tolist() == [[3]]
+
+
+def test_nan_scores_refused() -> None:
+    scores = torch.tensor([[0.1, float("nan"), 0.3], [0.2, 0.1, 0.0]])
+    targets = torch.tensor([[1, 0, 0], [0, 1, 0]], dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"`scores` contain NaN"):
+        precision_at_k(scores, targets, 1)
+    with pytest.raises(ValueError, match=r"`scores` contain NaN"):
+        XMCMetrics(ks=(1, 2)).update(scores, targets)
 
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.float32])
@@ -117,15 +193,14 @@ def test_target_dtypes_agree(dtype: torch.dtype) -> None:
 
 def test_zero_weights_and_float64_inputs() -> None:
     # Labels with weight 0 (e.g. never seen in training) still count as true labels for nDCG.
-    scores, targets, w, _ = random_case(25, 15, 0.3, 6)
+    scores, targets, w, _ = random_case(25, 15, 0.3, 6, levels=5)
     w[::3] = 0.0
     s, t = torch.from_numpy(scores).double(), torch.from_numpy(targets).double()
     metric = XMCMetrics(inv_propensity=torch.from_numpy(w))
     metric.update(s, t)
     got = metric.compute()
-    for k in KS:
-        for name, expected in reference(scores, targets, w, k).items():
-            assert got[name].item() == pytest.approx(expected, abs=1e-5), name
+    for name, expected in oracle(scores, targets, w, KS).items():
+        assert got[name].item() == pytest.approx(expected, abs=TOL), name
 
 
 # ---------------------------------------------------------------------------------- hand-worked example
@@ -171,6 +246,26 @@ def test_hand_worked_example() -> None:
         assert got[name].ndim == 0
 
 
+def test_hand_worked_psndcg_with_short_label_sets() -> None:
+    # Each document's PSDCG is divided by its own IDCG(min(|y|, k)) before summing, so a document with
+    # fewer than k labels weighs as much as one with more. k = 3, w = [1, 2, 3, 4], both docs rank 0,1,2,3:
+    # doc 0: y = {1}: PSDCG = 2/log2(3), IDCG(1) = 1, ideal PSDCG = 2.
+    # doc 1: y = {0, 2, 3}: PSDCG = 1 + 3/2, IDCG(3) = 1 + 1/log2(3) + 1/2, ideal = 4 + 3/log2(3) + 1/2.
+    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6], [0.9, 0.8, 0.7, 0.6]])
+    targets = torch.tensor([[0, 1, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    idcg3 = 1.5 + 1 / L3
+    expected = (2 / L3 + 2.5 / idcg3) / (2 + (4.5 + 3 / L3) / idcg3)  # 0.4870
+    unnormalised = (2 / L3 + 2.5) / (2 + 4.5 + 3 / L3)  # 0.4482: the formula this replaces
+    assert abs(expected - unnormalised) > 0.03
+    assert oracle(scores.numpy(), targets.numpy(), w.numpy(), (3,))["PSnDCG@3"] == pytest.approx(expected, abs=1e-9)
+    assert psndcg_at_k(scores, targets, w, 3).item() == pytest.approx(expected, abs=1e-6)
+    metric = XMCMetrics(ks=(3,), inv_propensity=w)
+    metric.update(scores[:1], targets[:1])
+    metric.update(scores[1:], targets[1:])
+    assert metric.compute()["PSnDCG@3"].item() == pytest.approx(expected, abs=1e-6)
+
+
 def test_hand_worked_bins() -> None:
     # top-5 hits: doc 0 labels 0, 2 (bins 0, 2); doc 1 labels 1, 4 (bins 1, 4) -> counts / (5 * 2)
     bins5 = precision_at_k_by_bin(HAND_SCORES, HAND_TARGETS, HAND_FREQS, EDGES, 5)
@@ -188,7 +283,7 @@ def test_hand_worked_bins() -> None:
 
 
 def test_empty_document_counts_in_mean_but_not_in_psp() -> None:
-    # Appending a document with no labels halves P@k and nDCG@k; PSP (ratio of sums) does not move.
+    # Appending a document with no labels halves P@k and nDCG@k; PSP and PSnDCG (ratios of sums) do not move.
     scores = torch.cat([HAND_SCORES[:1], HAND_SCORES[:1]])
     targets = torch.cat([HAND_TARGETS[:1], torch.zeros_like(HAND_TARGETS[:1])])
     one = XMCMetrics(inv_propensity=HAND_W)
@@ -200,6 +295,7 @@ def test_empty_document_counts_in_mean_but_not_in_psp() -> None:
         assert b[f"P@{k}"].item() == pytest.approx(a[f"P@{k}"].item() / 2)
         assert b[f"nDCG@{k}"].item() == pytest.approx(a[f"nDCG@{k}"].item() / 2)
         assert b[f"PSP@{k}"].item() == pytest.approx(a[f"PSP@{k}"].item())
+        assert b[f"PSnDCG@{k}"].item() == pytest.approx(a[f"PSnDCG@{k}"].item())
 
 
 # ---------------------------------------------------------------------------------- accumulation

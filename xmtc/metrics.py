@@ -1,13 +1,34 @@
 """XMC ranking metrics: P@k, nDCG@k, PSP@k, PSnDCG@k and P@k split by label-frequency bin.
 
-Definitions follow pyxclib / the Extreme Classification Repository. Every metric is computed from
-per-batch *sums* (`_xmc_sums`, `_bin_hit_sums`), so the functional API and the torchmetrics classes share one
-implementation, and the classes accumulate exactly across batches and processes (``dist_reduce_fx="sum"``)
-without ever storing predictions. PSP@k and PSnDCG@k are ratios of sums over documents for the same reason.
+Definitions are those of the Extreme Classification Repository as pyxclib and napkinxc compute them
+(napkinxc is the oracle in tests/test_metrics.py). With ``top_k`` the k best labels, ``w`` the inverse
+propensities, ``disc(r) = 1 / log2(r + 1)`` and ``IDCG(n) = sum_{r<=n} disc(r)``, per document i:
+
+- P@k = |top_k ∩ y_i| / k; nDCG@k = DCG_i@k / IDCG(min(|y_i|, k)); both averaged over documents.
+- PSP@k = sum_i sum_{l in top_k ∩ y_i} w_l / sum_i (the min(|y_i|, k) largest w_l of y_i).
+- PSnDCG@k = mean_i PSDCG_i@k / IDCG(min(|y_i|, k)), divided by the same mean for the best ranking (each
+  document's true labels ordered by weight, best first); PSDCG_i@k = sum over ranks r <= k of the hits'
+  w_l * disc(r). The ratio of two means over the same documents is a ratio of two sums.
+- A document without true labels counts as 0 in every numerator and every denominator (napkinxc's
+  ``zero_division=0``; pyxclib gives the same: its DCG and ideal DCG are 0), so it lowers P@k and nDCG@k
+  and leaves PSP@k and PSnDCG@k unchanged.
+
+Tie rule (one for the classes and the functions): labels are ranked by score, highest first, and equal
+scores by label index, lowest first, i.e. the order of a stable descending sort. ``torch.topk`` alone breaks
+ties arbitrarily (and differently for different k), so `_top_labels` takes ``topk`` at k + 1: when the
+(k+1)-th value is below the k-th, the top-k set is exact and only its k entries are re-sorted; rows where a
+tie straddles place k keep every label above the k-th value and fill the rest with the tied labels of
+lowest index (a cumsum), so no full row is ever sorted. Scores containing NaN are refused: NaN compares
+unequal to itself, so no ranking is defined.
+
+Every metric is computed from per-batch *sums* (`_xmc_sums`, `_bin_hit_sums`), so the functional API and the
+torchmetrics classes share one implementation, and the classes accumulate exactly across batches and
+processes (``dist_reduce_fx="sum"``) without ever storing predictions; memory is O(batch).
 
 Inputs everywhere: ``scores`` (B, L) float and ``targets`` (B, L) dense 0/1 (bool, int or float; values
-other than 0 and 1 are not supported). Per batch, ``torch.topk`` runs once for ``max(ks)`` and every k is
-read off its prefix; weights (inverse propensities) must be non-negative.
+other than 0 and 1 are not supported). Per batch the ranking is computed once for ``max(ks)`` and every k is
+read off its prefix (the tie rule is a total order, so prefixes are the top-k for smaller k); weights
+(inverse propensities) must be non-negative.
 
 Sums are accumulated in float64 so that counts stay exact and long evaluations do not drift; this needs a
 backend with float64 support (CPU, CUDA).
@@ -107,8 +128,8 @@ class _XMCSums(NamedTuple):
     ndcg: Tensor  # (K,) sum of per-document nDCG@k
     psp_num: Tensor | None  # (K,) sum of propensity-weighted hits
     psp_den: Tensor | None  # (K,) sum of the k largest true-label weights
-    psndcg_num: Tensor | None  # (K,) sum of propensity-weighted, discounted hits
-    psndcg_den: Tensor | None  # (K,) sum of the ideal weighted DCG
+    psndcg_num: Tensor | None  # (K,) sum of PSDCG@k / IDCG(min(|y|, k))
+    psndcg_den: Tensor | None  # (K,) sum of the ideal PSDCG@k / IDCG(min(|y|, k))
 
 
 def _discounts(k: int, device: torch.device) -> Tensor:
@@ -116,8 +137,35 @@ def _discounts(k: int, device: torch.device) -> Tensor:
     return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=_SUM_DTYPE))
 
 
-def _topk_indices(scores: Tensor, k: int) -> Tensor:
-    return torch.topk(scores.detach(), k, dim=1, largest=True, sorted=True).indices
+def _top_labels(scores: Tensor, k: int) -> Tensor:
+    """(B, k) label indices, best first, under the module's tie rule (score descending, then index ascending).
+
+    One ``topk`` at k + 1 tells whether a tie straddles place k; only such rows go through `_fill_ties`.
+    """
+    scores = scores.detach()
+    probe = min(k + 1, scores.shape[1])
+    vals, idx = torch.topk(scores, probe, dim=1, largest=True, sorted=True)
+    if bool(vals.isnan().any()):  # topk ranks NaN above every number, so any NaN in a row shows up here
+        raise ValueError("`scores` contain NaN (a diverged model?): the ranking metrics are undefined")
+    idx = idx[:, :k].clone()
+    if probe > k:
+        straddle = (vals[:, k] == vals[:, k - 1]).nonzero().squeeze(1)
+        if straddle.numel():
+            sub = scores.index_select(0, straddle)
+            idx[straddle] = _fill_ties(sub, vals.index_select(0, straddle)[:, k - 1 : k], k)
+    # The set is right; order it: by index, then stably by score, so equal scores keep index order.
+    idx = idx.sort(dim=1).values
+    order = scores.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
+    return idx.gather(1, order)
+
+
+def _fill_ties(scores: Tensor, kth: Tensor, k: int) -> Tensor:
+    """(b, k) the labels above the k-th value ``kth`` (b, 1), then the tied ones of lowest index, by index."""
+    above = scores > kth
+    tied = scores == kth
+    need = k - above.sum(dim=1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(dim=1) <= need))
+    return chosen.nonzero()[:, 1].view(-1, k)  # row-major: each row's k labels in index order
 
 
 def _count_true(targets: Tensor) -> Tensor:
@@ -161,7 +209,7 @@ def _xmc_sums(
     device = scores.device
     cols = torch.tensor([k - 1 for k in ks], device=device)
 
-    idx = _topk_indices(scores, kmax)  # (B, kmax), best first
+    idx = _top_labels(scores, kmax)  # (B, kmax), best first
     hits = (targets.gather(1, idx) != 0).to(_SUM_DTYPE)  # (B, kmax)
     disc = _discounts(kmax, device)  # (kmax,)
     num_docs = torch.tensor(float(batch), dtype=_SUM_DTYPE, device=device)
@@ -180,7 +228,8 @@ def _xmc_sums(
     cum_disc = torch.cat([disc.new_zeros(1), disc.cumsum(0)])  # (kmax + 1,), cum_disc[n] = IDCG with n labels
     ks_t = torch.tensor(ks, device=device)
     idcg = cum_disc[torch.minimum(num_true[:, None], ks_t[None, :])]  # (B, K)
-    ndcg = torch.where(idcg > 0, dcg / idcg.clamp_min(1e-12), torch.zeros_like(dcg)).sum(0)
+    inv_idcg = torch.where(idcg > 0, 1.0 / idcg.clamp_min(1e-12), torch.zeros_like(idcg))  # 0: no labels
+    ndcg = (dcg * inv_idcg).sum(0)
 
     if inv_propensity is None:
         return _XMCSums(num_docs, hits_sum, ndcg, None, None, None, None)
@@ -190,8 +239,9 @@ def _xmc_sums(
         ndcg,
         psp_num=gain.cumsum(1)[:, cols].sum(0),
         psp_den=ideal.cumsum(1)[:, cols].sum(0),
-        psndcg_num=(gain * disc).cumsum(1)[:, cols].sum(0),
-        psndcg_den=(ideal * disc).cumsum(1)[:, cols].sum(0),
+        # Each document's PSDCG (and ideal PSDCG) is divided by its own IDCG(min(|y|, k)), as in pyxclib.
+        psndcg_num=((gain * disc).cumsum(1)[:, cols] * inv_idcg).sum(0),
+        psndcg_den=((ideal * disc).cumsum(1)[:, cols] * inv_idcg).sum(0),
     )
 
 
@@ -206,7 +256,7 @@ def _bin_hit_sums(scores: Tensor, targets: Tensor, label_bin: Tensor, num_bins: 
     _check_inputs(scores, targets, (k,))
     batch, num_labels = scores.shape
     _check_label_vector(label_bin, "label_freqs", num_labels)
-    idx = _topk_indices(scores, k)
+    idx = _top_labels(scores, k)
     hits = (targets.gather(1, idx) != 0).to(_SUM_DTYPE)
     bins = label_bin.to(scores.device).unsqueeze(0).expand(batch, num_labels).gather(1, idx)
     out = torch.zeros(num_bins, dtype=_SUM_DTYPE, device=scores.device)
@@ -238,7 +288,7 @@ def psp_at_k(scores: Tensor, targets: Tensor, inv_propensity: Tensor, k: int) ->
 
 
 def psndcg_at_k(scores: Tensor, targets: Tensor, inv_propensity: Tensor, k: int) -> Tensor:
-    """PSnDCG@k: propensity-weighted DCG over the ideal weighted DCG, as a ratio of sums over docs."""
+    """PSnDCG@k: mean of PSDCG@k / IDCG(min(|y|, k)) over docs, over the same mean for the ideal ranking."""
     s = _xmc_sums(scores, targets, (k,), _check_weights(inv_propensity))
     return _ratio(s.psndcg_num[0], s.psndcg_den[0])
 
