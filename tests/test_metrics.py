@@ -160,10 +160,14 @@ def test_tie_rule_on_rankings() -> None:
     scores[0] = 1.0
     scores[1, ::3] = np.inf
     scores[2, ::2] = -np.inf
-    expected = np.argsort(-scores, axis=1, kind="stable")
-    for k in (1, 2, 5, 22, 23):
-        got = _top_labels(torch.from_numpy(scores), k).numpy()
-        np.testing.assert_array_equal(got, expected[:, :k])
+    # A second matrix where only a few rows tie: those rows take a separate code path.
+    few = np.argsort(rng.random((200, 23)), axis=1).astype(np.float32)
+    few[::40] = np.floor(few[::40] / 4)
+    for matrix in (scores, few):
+        expected = np.argsort(-matrix, axis=1, kind="stable")
+        for k in (1, 2, 5, 22, 23):
+            got = _top_labels(torch.from_numpy(matrix), k).numpy()
+            np.testing.assert_array_equal(got, expected[:, :k])
     # hand-made: labels 0, 1, 2, 4 tie at 0.5 below label 3
     row = torch.tensor([[0.5, 0.5, 0.5, 0.9, 0.5]])
     assert _top_labels(row, 3).tolist() == [[3, 0, 1]]

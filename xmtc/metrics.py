@@ -18,8 +18,8 @@ scores by label index, lowest first, i.e. the order of a stable descending sort.
 ties arbitrarily (and differently for different k), so `_top_labels` takes ``topk`` at k + 1: when the
 (k+1)-th value is below the k-th, the top-k set is exact and only its k entries are re-sorted; rows where a
 tie straddles place k keep every label above the k-th value and fill the rest with the tied labels of
-lowest index (a cumsum), so no full row is ever sorted. Scores containing NaN are refused: NaN compares
-unequal to itself, so no ranking is defined.
+lowest index (one comparison and one ``nonzero`` over those rows), so no full row is ever sorted. Scores
+containing NaN are refused: NaN compares unequal to itself, so no ranking is defined.
 
 Every metric is computed from per-batch *sums* (`_xmc_sums`, `_bin_hit_sums`), so the functional API and the
 torchmetrics classes share one implementation, and the classes accumulate exactly across batches and
@@ -150,7 +150,9 @@ def _top_labels(scores: Tensor, k: int) -> Tensor:
     idx = idx[:, :k].clone()
     if probe > k:
         straddle = (vals[:, k] == vals[:, k - 1]).nonzero().squeeze(1)
-        if straddle.numel():
+        if 2 * straddle.numel() >= scores.shape[0]:  # mostly tied (bf16, early training): no row copy
+            idx = _fill_ties(scores, vals[:, k - 1 : k], k)  # exact for the untied rows as well
+        elif straddle.numel():
             sub = scores.index_select(0, straddle)
             idx[straddle] = _fill_ties(sub, vals.index_select(0, straddle)[:, k - 1 : k], k)
     # The set is right; order it: by index, then stably by score, so equal scores keep index order.
@@ -160,12 +162,21 @@ def _top_labels(scores: Tensor, k: int) -> Tensor:
 
 
 def _fill_ties(scores: Tensor, kth: Tensor, k: int) -> Tensor:
-    """(b, k) the labels above the k-th value ``kth`` (b, 1), then the tied ones of lowest index, by index."""
-    above = scores > kth
-    tied = scores == kth
-    need = k - above.sum(dim=1, keepdim=True)
-    chosen = above | (tied & (tied.cumsum(dim=1) <= need))
-    return chosen.nonzero()[:, 1].view(-1, k)  # row-major: each row's k labels in index order
+    """(b, k): every label above the k-th value ``kth`` (b, 1), then the tied ones of lowest index, by index.
+
+    One comparison and one ``nonzero`` over the rows (about the cost of the ``topk``); the rest works on the
+    few candidates (labels >= the k-th value), never on a (b, L) integer matrix.
+    """
+    batch = scores.shape[0]
+    rows, cols = (scores >= kth).nonzero(as_tuple=True)  # row-major: by row, then by label index
+    tied = scores[rows, cols] == kth[rows, 0]
+    above = ~tied
+    need = k - torch.bincount(rows[above], minlength=batch)  # tied labels each row still takes
+    tied_per_row = torch.bincount(rows[tied], minlength=batch)
+    tied_before_row = torch.cumsum(tied_per_row, 0) - tied_per_row
+    tied_rank = torch.cumsum(tied.long(), 0) - 1 - tied_before_row[rows]  # 0-based among the row's ties
+    keep = above | (tied & (tied_rank < need[rows]))
+    return cols[keep].view(batch, k)
 
 
 def _count_true(targets: Tensor) -> Tensor:
