@@ -17,13 +17,13 @@ from napkinxc import metrics as nm
 from xmtc.metrics import (
     PrecisionAtKByFrequency,
     XMCMetrics,
-    _top_labels,
     frequency_bin_names,
     ndcg_at_k,
     precision_at_k,
     precision_at_k_by_bin,
     psndcg_at_k,
     psp_at_k,
+    top_labels,
 )
 
 KS = (1, 3, 5)
@@ -166,12 +166,12 @@ def test_tie_rule_on_rankings() -> None:
     for matrix in (scores, few):
         expected = np.argsort(-matrix, axis=1, kind="stable")
         for k in (1, 2, 5, 22, 23):
-            got = _top_labels(torch.from_numpy(matrix), k).numpy()
+            got = top_labels(torch.from_numpy(matrix), k).numpy()
             np.testing.assert_array_equal(got, expected[:, :k])
     # hand-made: labels 0, 1, 2, 4 tie at 0.5 below label 3
     row = torch.tensor([[0.5, 0.5, 0.5, 0.9, 0.5]])
-    assert _top_labels(row, 3).tolist() == [[3, 0, 1]]
-    assert _top_labels(row, 1).tolist() == [[3]]
+    assert top_labels(row, 3).tolist() == [[3, 0, 1]]
+    assert top_labels(row, 1).tolist() == [[3]]
 
 
 def test_nan_scores_refused() -> None:

@@ -15,7 +15,7 @@ propensities, ``disc(r) = 1 / log2(r + 1)`` and ``IDCG(n) = sum_{r<=n} disc(r)``
 
 Tie rule (one for the classes and the functions): labels are ranked by score, highest first, and equal
 scores by label index, lowest first, i.e. the order of a stable descending sort. ``torch.topk`` alone breaks
-ties arbitrarily (and differently for different k), so `_top_labels` takes ``topk`` at k + 1: when the
+ties arbitrarily (and differently for different k), so `top_labels` takes ``topk`` at k + 1: when the
 (k+1)-th value is below the k-th, the top-k set is exact and only its k entries are re-sorted; rows where a
 tie straddles place k keep every label above the k-th value and fill the rest with the tied labels of
 lowest index (one comparison and one ``nonzero`` over those rows), so no full row is ever sorted. Scores
@@ -44,6 +44,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 __all__ = [
+    "top_labels",
     "XMCMetrics",
     "PrecisionAtKByFrequency",
     "precision_at_k",
@@ -137,7 +138,7 @@ def _discounts(k: int, device: torch.device) -> Tensor:
     return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=_SUM_DTYPE))
 
 
-def _top_labels(scores: Tensor, k: int) -> Tensor:
+def top_labels(scores: Tensor, k: int) -> Tensor:
     """(B, k) label indices, best first, under the module's tie rule (score descending, then index ascending).
 
     One ``topk`` at k + 1 tells whether a tie straddles place k; only such rows go through `_fill_ties`.
@@ -220,7 +221,7 @@ def _xmc_sums(
     device = scores.device
     cols = torch.tensor([k - 1 for k in ks], device=device)
 
-    idx = _top_labels(scores, kmax)  # (B, kmax), best first
+    idx = top_labels(scores, kmax)  # (B, kmax), best first
     hits = (targets.gather(1, idx) != 0).to(_SUM_DTYPE)  # (B, kmax)
     disc = _discounts(kmax, device)  # (kmax,)
     num_docs = torch.tensor(float(batch), dtype=_SUM_DTYPE, device=device)
@@ -267,7 +268,7 @@ def _bin_hit_sums(scores: Tensor, targets: Tensor, label_bin: Tensor, num_bins: 
     _check_inputs(scores, targets, (k,))
     batch, num_labels = scores.shape
     _check_label_vector(label_bin, "label_freqs", num_labels)
-    idx = _top_labels(scores, k)
+    idx = top_labels(scores, k)
     hits = (targets.gather(1, idx) != 0).to(_SUM_DTYPE)
     bins = label_bin.to(scores.device).unsqueeze(0).expand(batch, num_labels).gather(1, idx)
     out = torch.zeros(num_bins, dtype=_SUM_DTYPE, device=scores.device)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from xmtc.attack.base import AttackKind, TextScorer
+from xmtc.metrics import top_labels
 
 R = TypeVar("R")
 ATTACK_KINDS: tuple[str, ...] = ("positive", "negative", "nontargeted")
@@ -269,13 +270,16 @@ class TargetedGoal:
     # -- rankings --
 
     def topk(self, row: Tensor) -> list[int]:
-        """Ŷ_k: indices of the k largest scores (``torch.topk``; its tie order is the one used everywhere)."""
-        return torch.topk(row, min(self.k, row.numel())).indices.tolist()
+        """Ŷ_k: indices of the k largest scores, best first, ties to the lower label index (the metrics'
+        rule, ``xmtc.metrics.top_labels``, so an attack and P@k agree on what is predicted)."""
+        return top_labels(row.reshape(1, -1), min(self.k, row.numel()))[0].tolist()
 
     @staticmethod
     def rank(row: Tensor, label: int) -> int:
-        """1-based rank of ``label``: 1 + number of labels with a strictly greater score."""
-        return 1 + int((row > row[label]).sum())
+        """1-based rank of ``label`` under the same tie rule: 1 + labels scoring higher + labels scoring the
+        same with a lower index (so rank <= k exactly when the label is in Ŷ_k)."""
+        score = row[label]
+        return 1 + int((row > score).sum()) + int((row[:label] == score).sum())
 
     # -- the goal --
 
@@ -310,7 +314,7 @@ class TargetedGoal:
 
     def successes(self, rows: Tensor, target: GoalTarget) -> Tensor:
         """``is_success`` for each full row of ``rows`` (N, L) at once: a (N,) bool tensor."""
-        top = torch.topk(rows, min(self.k, rows.shape[-1]), dim=-1).indices  # (N, k)
+        top = top_labels(rows, min(self.k, rows.shape[-1]))  # (N, k)
         in_top = (top[:, :, None] == torch.tensor(target.labels)[None, None, :]).any(dim=1)  # (N, |Γ|)
         if target.kind == "positive":
             return ~in_top.any(dim=1)

@@ -37,6 +37,7 @@ from xmtc.attack.goal import (
 )
 from xmtc.attack.search import CandidateSource, SuccessCheck, usable_candidates
 from xmtc.attack.stopwords import is_stop_word
+from xmtc.metrics import top_labels
 
 #: texts per model call for the masked copies, as the paper's code's ``predict`` batches them
 MASKED_COPIES_PER_CALL = 12
@@ -70,11 +71,11 @@ def reference_greedy_attack(
         rows = scorer.score_texts(list(texts), batch_size=len(texts), **({"logits": True} if logits else {}))
         return rows.detach().float().cpu()
 
-    def top(row: Tensor) -> list[int]:
-        return torch.topk(row, min(k, row.numel())).indices.tolist()
+    def top(row: Tensor) -> list[int]:  # the metrics' tie rule: higher score, then lower label index
+        return top_labels(row.reshape(1, -1), min(k, row.numel()))[0].tolist()
 
     def rank(row: Tensor, label: int) -> int:
-        return 1 + int((row > row[label]).sum())
+        return 1 + int((row > row[label]).sum()) + int((row[:label] == row[label]).sum())
 
     def reached(row: Tensor) -> bool:
         predicted = top(row)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
 import numpy as np
 
 #: (A, B) of Jain et al. (2016) per dataset, as the Extreme Classification Repository, pyxclib and napkinxc
