@@ -12,11 +12,15 @@ from xmtc.attack.selection import (
     balanced_2means,
     bin_of,
     frequency_bins,
+    label_matrix,
     label_representations,
     negative_pairs,
     positive_pairs,
     predicted_topk,
+    sample_bins,
+    sample_negative_pairs,
     sample_per_bin,
+    spread_over_targets,
 )
 
 
@@ -74,6 +78,12 @@ def test_equal_seeded_samples_per_bin_and_clear_error_for_an_empty_bin():
     assert np.bincount(all_bin).tolist() == [30, 30]  # limited by the smallest bin
     with pytest.raises(ValueError, match=r"no attackable pairs in bin\(s\) \[2\]"):
         sample_per_bin(pairs, label_bin, 3, per_bin=5, seed=0)
+    # asked to report instead: the empty bin gets nothing, the others their equal share
+    kept, kept_bin = sample_per_bin(pairs, label_bin, 3, per_bin=5, seed=0, empty="skip")
+    assert np.bincount(kept_bin, minlength=3).tolist() == [5, 5, 0] and len(kept) == 10
+    report = sample_bins(pairs, label_bin, 3, per_bin=50, seed=0, spread=False)
+    assert report.empty_bins == [2] and report.found.tolist() == [30, 50, 0]
+    assert report.counts.tolist() == [30, 30, 0]
 
 
 def test_balanced_2means_recovers_planted_groups_with_min_size():
@@ -132,3 +142,155 @@ def test_documents_are_cut_to_what_a_subword_model_reads():
     longer = " ".join(text.split()[:len(words) + 1])
     assert len(tok(longer)["input_ids"]) > 12  # and the next word would not have fit
     assert fit_to_model(SimpleNamespace(tokenizer=tok), "sugar") == ("sugar", "")
+
+
+# -- negative pairs sampled without listing them, spread over targets --
+
+def _one_heavy_target(docs: int = 100):
+    """Target 0 is eligible for every document; targets 1..9 each for document j only (every other document
+    has j as a true label). Labels 10..14 fill every top-k and belong to no bin."""
+    labels = [np.array([j for j in range(1, 10) if j != d]) for d in range(docs)]
+    topk = np.tile(np.arange(10, 15), (docs, 1))
+    label_bin = np.array([0] * 10 + [-1] * 5)
+    return labels, topk, label_bin
+
+
+def _eligible_set(labels, tops, num_labels, clusters=None):
+    """Brute force over every (doc, label): the definition of a negative-attack pair, for all models."""
+    return {(d, t) for d in range(len(labels)) for t in range(num_labels)
+            if t not in set(labels[d]) and all(t not in set(top[d]) for top in tops)
+            and (clusters is None or any(clusters[y] == clusters[t] for y in labels[d]))}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_bin_sample_spreads_over_targets_before_repeating_one(seed):
+    labels, topk, label_bin = _one_heavy_target()
+    s = sample_negative_pairs([topk], labels, 15, label_bin, 1, per_bin=10, seed=seed)
+    assert sorted(s.pairs[:, 1].tolist()) == list(range(10))  # all 10 targets, not mostly target 0
+    assert all((d == t) for d, t in s.pairs[s.pairs[:, 1] > 0].tolist())  # each light target's only document
+    more = sample_negative_pairs([topk], labels, 15, label_bin, 1, per_bin=15, seed=seed)
+    assert np.bincount(more.pairs[:, 1]).tolist() == [6] + [1] * 9
+    assert sorted(more.pairs[:10, 1].tolist()) == list(range(10))  # round 1 first, then target 0 again
+    assert len(set(map(tuple, more.pairs.tolist()))) == 15  # never the same pair twice
+    # the same rule for pairs already listed (the callback, positives)
+    pairs = negative_pairs(topk, labels, 15, np.arange(10))
+    assert len(pairs) == 109
+    spread = sample_bins(pairs, label_bin, 1, per_bin=10, seed=seed)
+    assert sorted(spread.pairs[:, 1].tolist()) == list(range(10))
+
+
+def test_spread_order_is_round_robin_in_one_target_order_and_random_within_a_target():
+    rng = np.random.default_rng(0)
+    pairs = np.stack([np.arange(300), rng.integers(0, 12, 300)], axis=1)
+    out = spread_over_targets(pairs, np.random.default_rng(5))
+    assert sorted(map(tuple, out.tolist())) == sorted(map(tuple, pairs.tolist()))
+    seen: dict[int, int] = {}
+    rounds = []
+    for t in out[:, 1].tolist():
+        rounds.append(seen.get(t, 0))
+        seen[t] = rounds[-1] + 1
+    assert rounds == sorted(rounds)  # no target gets its (r+1)-th pair before every target had its r-th
+    first = out[:12, 1].tolist()
+    for r in range(1, 10):  # the targets come in the same order every round
+        in_round = out[np.array(rounds) == r, 1].tolist()
+        assert in_round == [t for t in first if t in set(in_round)]
+    firsts = {int(spread_over_targets(pairs, np.random.default_rng(s))[0, 0]) for s in range(40)}
+    assert len(firsts) > 15  # which pair leads is random, not the first listed
+
+
+@pytest.mark.parametrize("use_clusters", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_negative_samples_are_eligible_for_every_model_and_exhaust_to_the_full_set(use_clusters, seed):
+    rng = np.random.default_rng(seed)
+    num_labels, docs = 40, 60
+    labels = [rng.choice(num_labels, size=rng.integers(0, 6), replace=False) for _ in range(docs)]
+    tops = [rng.integers(0, num_labels, (docs, 5)), rng.integers(0, num_labels, (docs, 3))]
+    clusters = rng.permutation(np.arange(num_labels) // 4) if use_clusters else None
+    label_bin = np.arange(num_labels) % 3
+    want = _eligible_set(labels, tops, num_labels, clusters)
+    every = sample_negative_pairs(tops, labels, num_labels, label_bin, 3, per_bin=10**6, seed=seed,
+                                  clusters=clusters, equal=False)
+    assert set(map(tuple, every.pairs.tolist())) == want and len(every.pairs) == len(want)
+    assert np.array_equal(every.bins, label_bin[every.pairs[:, 1]])
+    some = sample_negative_pairs(tops, labels, num_labels, label_bin, 3, per_bin=25, seed=seed,
+                                 clusters=clusters, allowed=np.arange(0, num_labels, 2))
+    got = set(map(tuple, some.pairs.tolist()))
+    assert got <= want and len(got) == len(some.pairs) == 75 and (some.pairs[:, 1] % 2 == 0).all()
+    # one model alone allows more pairs than both together
+    alone = sample_negative_pairs(tops[:1], labels, num_labels, label_bin, 3, 10**6, seed, clusters=clusters,
+                                  equal=False)
+    one = _eligible_set(labels, tops[:1], num_labels, clusters)
+    assert set(map(tuple, alone.pairs.tolist())) == one and one > want
+    # the sparse label matrix is accepted as well as ragged arrays
+    sparse = sample_negative_pairs(tops, label_matrix(labels, num_labels), num_labels, label_bin, 3, per_bin=25,
+                                   seed=seed, clusters=clusters, allowed=np.arange(0, num_labels, 2))
+    assert np.array_equal(sparse.pairs, some.pairs)
+
+
+def test_negative_samples_are_deterministic_per_seed_and_a_smaller_sample_is_a_prefix():
+    rng = np.random.default_rng(0)
+    num_labels, docs = 500, 300
+    labels = [rng.choice(num_labels, size=rng.integers(1, 8), replace=False) for _ in range(docs)]
+    tops = [rng.integers(0, num_labels, (docs, 5))]
+    label_bin = np.arange(num_labels) % 4
+    a = sample_negative_pairs(tops, labels, num_labels, label_bin, 4, per_bin=300, seed=7, equal=False)
+    b = sample_negative_pairs(tops, labels, num_labels, label_bin, 4, per_bin=300, seed=7, equal=False)
+    c = sample_negative_pairs(tops, labels, num_labels, label_bin, 4, per_bin=300, seed=8, equal=False)
+    assert np.array_equal(a.pairs, b.pairs) and not np.array_equal(a.pairs, c.pairs)
+    small = sample_negative_pairs(tops, labels, num_labels, label_bin, 4, per_bin=40, seed=7)
+    for x, y in zip(small.by_bin(), a.by_bin(), strict=True):
+        assert np.array_equal(x, y[:40])
+    assert len(np.unique(a.by_bin()[0][:, 1])) == 125  # 300 pairs over the bin's 125 targets: all of them
+
+
+def test_equal_counts_per_bin_with_empty_bins_reported_not_fatal():
+    # bin 0: targets 0-1; bin 1: targets 2-4; bin 2: target 5, a true label of every document; bin 3: no label
+    docs = 12
+    labels = [np.array([5, 6 + d % 3]) for d in range(docs)]
+    topk = np.tile(np.array([6, 7, 8]), (docs, 1))
+    topk[:5, 0] = 0  # target 0 is predicted for documents 0-4
+    label_bin = np.array([0, 0, 1, 1, 1, 2, -1, -1, -1])
+    s = sample_negative_pairs([topk], labels, 9, label_bin, 4, per_bin=100, seed=0)
+    assert s.found.tolist() == [7 + 12, 36, 0, 0] and s.empty_bins == [2, 3]
+    assert s.counts.tolist() == [19, 19, 0, 0]
+    assert [len(p) for p in s.by_bin()] == [19, 19, 0, 0]
+    capped = sample_negative_pairs([topk], labels, 9, label_bin, 4, per_bin=10, seed=0)
+    assert capped.counts.tolist() == [10, 10, 0, 0]
+    nothing = sample_negative_pairs([topk], labels, 9, np.full(9, -1), 4, per_bin=10, seed=0)
+    assert nothing.empty_bins == [0, 1, 2, 3] and nothing.pairs.shape == (0, 2)
+    with pytest.raises(ValueError, match=r"topks\[0\] has shape"):
+        sample_negative_pairs([topk[:3]], labels, 9, label_bin, 4, per_bin=10, seed=0)
+
+
+@pytest.mark.parametrize("use_clusters", [False, True])
+def test_negative_sampling_at_30k_labels_is_fast_and_small(use_clusters):
+    import time
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    num_labels, docs, per_doc = 30_938, 6_616, 19
+    freq = rng.zipf(1.6, num_labels).clip(1, 5000).astype(float)
+    rows = np.repeat(np.arange(docs), per_doc)
+    cols = rng.choice(num_labels, size=len(rows), p=freq / freq.sum())
+    truth = sp.csr_matrix((np.ones(len(rows), bool), (rows, cols)), shape=(docs, num_labels))
+    tops = [rng.integers(0, num_labels, (docs, 5)) for _ in range(2)]
+    label_bin = np.minimum(np.arange(num_labels) * 5 // num_labels, 4)
+    clusters = np.arange(num_labels) // 4 if use_clusters else None
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        s = sample_negative_pairs(tops, truth, num_labels, label_bin, 5, per_bin=200, seed=0, clusters=clusters)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert s.counts.tolist() == [200] * 5 and s.empty_bins == []
+    assert peak < 50 * 2**20, f"peak {peak / 2**20:.1f} MB"
+    assert seconds < 20  # ~0.05 s on an idle core; generous for a loaded machine
+    d, t = s.pairs[:, 0], s.pairs[:, 1]
+    assert not np.asarray(truth[d, t]).any()
+    assert not any((top[d] == t[:, None]).any() for top in tops)
+    assert len(np.unique(t)) == 1000  # one document per target
+    if use_clusters:
+        member = truth[d].toarray() & (clusters[None, :] == clusters[t][:, None])
+        assert member.any(axis=1).all()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,20 +84,116 @@ def bin_of(freqs: np.ndarray, bins: Sequence[FrequencyBin]) -> np.ndarray:
     return np.where(inside, idx, -1)
 
 
-def sample_per_bin(pairs: np.ndarray, label_bin: np.ndarray, num_bins: int, per_bin: int | None,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The same number of (doc, label) pairs from every bin (the smallest bin's count when ``per_bin`` is
-    None or larger), seeded. Returns the chosen pairs and their bin indices."""
+@dataclass(frozen=True)
+class BinSample:
+    """Pairs drawn bin by bin (what :func:`sample_bins` and :func:`sample_negative_pairs` return).
+
+    ``pairs`` (n, 2) int64 (doc, label), grouped by bin in bin order, each bin in draw order (round robin
+    over its targets when spread); ``bins`` (n,) the bin of each pair; ``found`` (num_bins,) the pairs each bin
+    had to offer, capped at ``per_bin`` (before equalising): 0 marks an empty bin."""
+
+    pairs: np.ndarray
+    bins: np.ndarray
+    found: np.ndarray
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Pairs kept per bin."""
+        return np.bincount(self.bins, minlength=len(self.found))
+
+    @property
+    def empty_bins(self) -> list[int]:
+        """Bins without a single pair (reported, not fatal)."""
+        return np.flatnonzero(self.found == 0).tolist()
+
+    def by_bin(self) -> list[np.ndarray]:
+        """The pairs of every bin, in draw order (an empty (0, 2) array for an empty bin)."""
+        ends = np.cumsum(self.counts)
+        return np.split(self.pairs, ends[:-1])
+
+
+def _empty_sample(num_bins: int) -> BinSample:
+    return BinSample(np.zeros((0, 2), np.int64), np.zeros(0, np.int64), np.zeros(num_bins, np.int64))
+
+
+def _equalise(per_bin_pairs: list[np.ndarray], equal: bool) -> BinSample:
+    """Cut every bin to the smallest non-empty bin's count (when ``equal``); empty bins stay empty."""
+    found = np.array([len(p) for p in per_bin_pairs], dtype=np.int64)
+    if equal and (found > 0).any():
+        n = int(found[found > 0].min())
+        per_bin_pairs = [p[:n] for p in per_bin_pairs]
+    kept = [np.asarray(p, np.int64).reshape(-1, 2) for p in per_bin_pairs]
+    bins = np.repeat(np.arange(len(kept)), [len(p) for p in kept])
+    pairs = np.concatenate(kept) if kept else np.zeros((0, 2), np.int64)
+    return BinSample(pairs, bins.astype(np.int64), found)
+
+
+def spread_over_targets(pairs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The pairs reordered so that a prefix spreads over targets: targets in a random order, one pair per
+    target (a random one) before any target gets a second, and so on (round robin).
+
+    Vectorised: a random key orders each target's pairs (``np.lexsort``), giving each pair its round; pairs
+    are then sorted by (round, random target rank). Without this, a target with many pairs fills most of a
+    uniform sample. Seeded through ``rng``; O(pairs) memory."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    if len(pairs) == 0:
+        return pairs
+    targets, inverse = np.unique(pairs[:, 1], return_inverse=True)
+    rank = rng.permutation(len(targets))[inverse]  # the target order of every round
+    order = np.lexsort((rng.random(len(pairs)), inverse))  # by target, random within
+    sizes = np.bincount(inverse, minlength=len(targets))
+    starts = np.cumsum(sizes) - sizes
+    round_of = np.empty(len(pairs), np.int64)
+    round_of[order] = np.arange(len(pairs)) - np.repeat(starts, sizes)
+    return pairs[np.lexsort((rank, round_of))]
+
+
+def sample_bins(pairs: np.ndarray, label_bin: np.ndarray, num_bins: int, per_bin: int | None, seed: int, *,
+                spread: bool = True, equal: bool = True) -> BinSample:
+    """Up to ``per_bin`` (doc, label) pairs from every bin (``label_bin[label]``; -1: no bin), seeded.
+
+    ``spread``: a bin's pairs in :func:`spread_over_targets` order, so its sample holds as many distinct
+    targets as it can; otherwise a uniform draw (the same draws as :func:`sample_per_bin` always made).
+    ``equal``: every bin cut to the smallest NON-empty bin's count. Empty bins are reported in
+    ``empty_bins``, never raised: the caller decides whether that is fatal."""
+    if per_bin is not None and per_bin < 1:
+        raise ValueError(f"per_bin (samples_per_bin) must be >= 1 or None, got {per_bin}")
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    pair_bin = label_bin[pairs[:, 1]] if len(pairs) else np.zeros(0, np.int64)
     rng = np.random.default_rng(seed)
-    pair_bin = label_bin[pairs[:, 1]]
-    counts = np.bincount(pair_bin[pair_bin >= 0], minlength=num_bins)
-    n = int(counts.min()) if per_bin is None else min(per_bin, int(counts.min()))
-    if n == 0:
-        empty = [i for i in range(num_bins) if counts[i] == 0]
-        raise ValueError(f"no attackable pairs in bin(s) {empty}: lower the bin size or attack fewer bins")
-    chosen = [rng.choice(np.flatnonzero(pair_bin == b), size=n, replace=False) for b in range(num_bins)]
-    idx = np.concatenate(chosen)
-    return pairs[idx], pair_bin[idx]
+    per_bin_pairs = []
+    if not spread:
+        counts = np.bincount(pair_bin[pair_bin >= 0], minlength=num_bins)[:num_bins]
+        nonempty = counts[counts > 0]
+        cap = int(nonempty.min()) if equal and len(nonempty) else None
+        cap = per_bin if cap is None else (cap if per_bin is None else min(per_bin, cap))
+        for b in range(num_bins):
+            idx = np.flatnonzero(pair_bin == b)
+            n = len(idx) if cap is None else min(cap, len(idx))
+            per_bin_pairs.append(pairs[rng.choice(idx, size=n, replace=False)] if n else pairs[:0])
+        sample = _equalise(per_bin_pairs, equal=False)
+        # what each bin had to offer, capped at per_bin (the draws above are already equal when asked)
+        found = counts if per_bin is None else np.minimum(counts, per_bin)
+        return BinSample(sample.pairs, sample.bins, found.astype(np.int64))
+    for b in range(num_bins):
+        ordered = spread_over_targets(pairs[pair_bin == b], rng)
+        per_bin_pairs.append(ordered if per_bin is None else ordered[:per_bin])
+    return _equalise(per_bin_pairs, equal)
+
+
+def sample_per_bin(pairs: np.ndarray, label_bin: np.ndarray, num_bins: int, per_bin: int | None,
+                   seed: int, *, spread: bool = False, empty: Literal["raise", "skip"] = "raise",
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The same number of (doc, label) pairs from every bin (the smallest bin's count when ``per_bin`` is
+    None or larger), seeded. Returns the chosen pairs and their bin indices.
+
+    ``empty="raise"`` (positives, where no bin can be empty): an empty bin is an error; ``"skip"``: empty bins
+    get no pairs and the others the smallest non-empty bin's count (use :func:`sample_bins` to learn which).
+    ``spread``: see :func:`sample_bins`."""
+    sample = sample_bins(pairs, label_bin, num_bins, per_bin, seed, spread=spread, equal=True)
+    if sample.empty_bins and empty == "raise":
+        raise ValueError(f"no attackable pairs in bin(s) {sample.empty_bins}: lower the bin size or attack fewer bins")
+    return sample.pairs, sample.bins
 
 
 # -- label clusters for negative-targeted attacks (paper §4.2.2) --
@@ -190,3 +287,117 @@ def negative_pairs(topk: np.ndarray, labels: Sequence[np.ndarray], num_labels: i
         doc, col = np.nonzero(ok)
         out.append(np.stack([doc, t[col]], axis=1))
     return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
+
+
+# -- negative-targeted pairs without enumerating them --
+
+_CHUNK = 256  # targets drawn for at once; fixed, so a smaller per_bin gives a prefix of a larger one's sample
+_TRIES = 8  # rejection draws per target before its eligible documents are listed exactly
+
+
+def sample_negative_pairs(topks: Sequence[np.ndarray], labels: Sequence[np.ndarray] | sp.spmatrix, num_labels: int,
+                          label_bin: np.ndarray, num_bins: int, per_bin: int, seed: int,
+                          clusters: np.ndarray | None = None, allowed: np.ndarray | None = None,
+                          equal: bool = True) -> BinSample:
+    """Up to ``per_bin`` negative-targeted (doc, target) pairs per frequency bin, spread over the bin's targets,
+    without ever listing all eligible pairs (there are ~200M at 31k labels x 6.6k documents).
+
+    A pair is eligible when, for EVERY model (one top-k array (docs, k) per compared model in ``topks``), the
+    target is neither a true label of the document nor in its top-k; with ``clusters`` (cluster id per label)
+    the document must also have a true label in the target's cluster (paper §4.2.2). Targets are the labels
+    with ``label_bin`` (bin per label, -1: none) in 0..num_bins-1, restricted to ``allowed`` when given.
+
+    Per bin: the targets in a random order, then round robin: one random eligible document per target before
+    any target gets a second, until ``per_bin`` pairs or every target is exhausted (as the paper's code, a
+    random target per document, and unlike a uniform draw over pairs, where a target with many eligible
+    documents fills the sample). Documents are found by rejection (a random candidate, kept if eligible and not
+    drawn yet for that target); candidates are all documents, or with clusters the documents of the target's
+    cluster (one column of a docs x clusters sparse matrix). A target whose draws keep failing has its
+    candidates listed and checked exactly, so rare eligibility is never missed.
+
+    ``equal``: every bin cut to the smallest NON-empty bin's count; empty bins are reported (``empty_bins``),
+    never raised. Deterministic per ``seed`` (bin b draws from its own stream), and a smaller ``per_bin``
+    yields a prefix of each bin's larger sample. Memory: O(per_bin x bins + chunk) beyond the sparse label
+    matrix and the top-k arrays (plus, with clusters, the docs x clusters matrix, nnz <= that of the labels).
+    """
+    if not topks:
+        raise ValueError("topks: give the top-k array of at least one model")
+    if per_bin < 1:
+        raise ValueError(f"per_bin (samples_per_bin) must be >= 1, got {per_bin}")
+    truth = sp.csr_matrix(labels, dtype=bool) if sp.issparse(labels) else label_matrix(labels, num_labels)
+    n_docs = truth.shape[0]
+    if truth.shape[1] != num_labels or len(label_bin) != num_labels:
+        raise ValueError(f"labels has {truth.shape[1]} columns and label_bin {len(label_bin)} entries; "
+                         f"both must equal num_labels={num_labels}")
+    topks = [np.asarray(t) for t in topks]
+    for i, top in enumerate(topks):
+        if top.ndim != 2 or len(top) != n_docs:
+            raise ValueError(f"topks[{i}] has shape {top.shape}; it must be (documents={n_docs}, k)")
+    if clusters is not None:
+        clusters = np.asarray(clusters)
+        if len(clusters) != num_labels:
+            raise ValueError(f"clusters has {len(clusters)} entries, expected one cluster id per label ({num_labels})")
+        member = sp.csr_matrix((np.ones(num_labels, np.int32), (np.arange(num_labels), clusters)))
+        doc_cluster = (truth.astype(np.int32) @ member).tocsc()  # (docs, clusters): the candidates per cluster
+        doc_cluster.sort_indices()
+        pool_docs, starts = doc_cluster.indices, doc_cluster.indptr[:-1][clusters]
+        sizes = np.diff(doc_cluster.indptr)[clusters]
+    else:
+        pool_docs, starts, sizes = None, np.zeros(num_labels, np.int64), np.full(num_labels, n_docs, np.int64)
+    candidates = np.flatnonzero((label_bin >= 0) & (label_bin < num_bins) & (sizes > 0))
+    if allowed is not None:
+        candidates = candidates[np.isin(candidates, allowed)]
+    if n_docs == 0 or len(candidates) == 0:
+        return _empty_sample(num_bins)
+
+    def eligible(docs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        ok = ~np.asarray(truth[docs, targets]).reshape(-1)
+        for top in topks:
+            ok &= ~(top[docs] == targets[:, None]).any(axis=1)
+        return ok
+
+    def doc_at(targets: np.ndarray, j: np.ndarray) -> np.ndarray:
+        return j if pool_docs is None else pool_docs[starts[targets] + j]
+
+    per_bin_pairs = []
+    for b in range(num_bins):
+        rng = np.random.default_rng([seed, b])
+        active = rng.permutation(candidates[label_bin[candidates] == b])
+        drawn: list[np.ndarray] = []  # (doc, target) pairs of this bin, in draw order
+        drawn_keys = np.zeros(0, np.int64)  # target * n_docs + doc, sorted: what each target already has
+        total = 0
+        while total < per_bin and len(active):
+            exhausted = []
+            for start in range(0, len(active), _CHUNK):
+                t = active[start:start + _CHUNK]
+                doc = np.full(len(t), -1, np.int64)
+                pending = np.arange(len(t))
+                for _ in range(_TRIES):
+                    if not len(pending):
+                        break
+                    tp = t[pending]
+                    d = doc_at(tp, rng.integers(0, sizes[tp]))
+                    ok = eligible(d, tp)
+                    if len(drawn_keys):
+                        ok &= ~np.isin(tp * n_docs + d, drawn_keys)
+                    doc[pending[ok]] = d[ok]
+                    pending = pending[~ok]
+                for i in pending:  # rare: few eligible documents left; list them exactly
+                    pool = doc_at(np.full(sizes[t[i]], t[i]), np.arange(sizes[t[i]]))
+                    ok = eligible(pool, np.full(len(pool), t[i]))
+                    if len(drawn_keys):
+                        ok &= ~np.isin(t[i] * n_docs + pool, drawn_keys)
+                    if ok.any():
+                        doc[i] = rng.choice(pool[ok])
+                got = doc >= 0
+                exhausted.append(t[~got])
+                new = np.stack([doc[got], t[got]], axis=1)
+                drawn.append(new)
+                drawn_keys = np.union1d(drawn_keys, new[:, 1] * n_docs + new[:, 0])
+                total += len(new)
+                if total >= per_bin:
+                    break
+            active = active[~np.isin(active, np.concatenate(exhausted))]  # the same target order next round
+        pairs = np.concatenate(drawn) if drawn else np.zeros((0, 2), np.int64)
+        per_bin_pairs.append(pairs[:per_bin])
+    return _equalise(per_bin_pairs, equal)
