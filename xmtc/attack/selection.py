@@ -2,7 +2,8 @@
 label-frequency bins, equal samples per bin, and label clusters for negative-targeted attacks.
 
 Everything is computed from top-k indices and sparse label matrices, never a dense documents x labels
-matrix, so memory stays O(batch x labels) while scoring and O(pairs) afterwards.
+matrix, so memory stays O(batch x labels) while scoring and O(pairs) afterwards. Negative pairs, which
+number documents x labels, are sampled per target (:func:`sample_negative_pairs`), never listed.
 """
 
 from __future__ import annotations
@@ -270,7 +271,9 @@ def negative_pairs(topk: np.ndarray, labels: Sequence[np.ndarray], num_labels: i
     with ``clusters`` (cluster id per label), the document must also have a true label in the target's
     cluster (necessarily other than the target, which is not one of its labels).
 
-    Sparse column slices, ``chunk`` targets at a time: memory O(docs x chunk).
+    Sparse column slices, ``chunk`` targets at a time: memory O(docs x chunk), but the result holds up to
+    docs x targets pairs. An exact listing for small problems and tests; to choose attacks at scale use
+    :func:`sample_negative_pairs`, which never lists them.
     """
     truth = label_matrix(labels, num_labels).tocsc()
     predicted = label_matrix(list(topk), num_labels).tocsc()
