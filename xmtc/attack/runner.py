@@ -28,9 +28,9 @@ from xmtc.attack.selection import (
     bin_of,
     frequency_bins,
     label_clusters,
-    negative_pairs,
     positive_pairs,
     predicted_topk,
+    sample_negative_pairs,
     sample_per_bin,
 )
 
@@ -261,6 +261,7 @@ class AttackRun:
         self.stats = first.label_stats
         self.out = Path(output_dir)
         self.identity = {"settings": asdict(settings), **(identity or {})}
+        self.empty_bins: dict[str, list[str]] = {}  # bins without an eligible pair, per kind
 
     # -- the run directory --
 
@@ -325,21 +326,17 @@ class AttackRun:
         if "positive" in s.kinds:
             pairs, _ = sample_per_bin(pos, label_bin, len(bins), s.samples_per_bin, s.seed)
             chosen["positive"] = pairs
+        self.empty_bins = {}
         if "negative" in s.kinds:
-            rng = np.random.default_rng(s.seed + 1)
-            per_bin = s.samples_per_bin or 200
-            targets = np.concatenate([rng.permutation(np.flatnonzero(label_bin == b))[:per_bin]
-                                      for b in range(len(bins))])
-            if allowed is not None:
-                targets = targets[np.isin(targets, allowed)]
+            # drawn per target, one document per target before any gets a second, eligible for every model;
+            # never all eligible pairs listed (millions at 30k labels)
             clusters = self._clusters() if s.negative_clusters else None
-            neg = common([negative_pairs(t, self.labels, n_labels, targets, clusters) for t in tops.values()])
-            # one document per target first, so a bin's samples spread over its labels
-            neg = neg[rng.permutation(len(neg))]
-            _, first = np.unique(neg[:, 1], return_index=True)
-            neg = np.concatenate([neg[first], np.delete(neg, first, axis=0)])
-            pairs, _ = sample_per_bin(neg, label_bin, len(bins), s.samples_per_bin, s.seed)
-            chosen["negative"] = pairs
+            sample = sample_negative_pairs(list(tops.values()), self.labels, n_labels, label_bin, len(bins),
+                                           s.samples_per_bin or 200, s.seed + 1, clusters=clusters, allowed=allowed)
+            chosen["negative"] = sample.pairs
+            if sample.empty_bins:  # reported in summary.json and tables.md; the other bins are attacked
+                self.empty_bins["negative"] = [bins[b].name for b in sample.empty_bins]
+                print(f"negative attacks: no eligible pairs in bin(s) {', '.join(self.empty_bins['negative'])}")
         self.bins, self.label_bin = bins, label_bin
         return chosen, bins
 
@@ -390,9 +387,13 @@ class AttackRun:
         rows = [json.loads(line) for line in (self.out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
         s = self.settings
         summary = summarize(rows, s.similarity_threshold, s.max_change_rate, encoder_description(s))
+        summary["empty_bins"] = empty = self.empty_bins
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         dataset = Path(self.identity.get("data_dir", "")).name
-        (self.out / "tables.md").write_text(markdown_tables(summary, dataset=dataset), encoding="utf-8")
+        tables = markdown_tables(summary, dataset=dataset)
+        for kind, names in empty.items():
+            tables += f"\nNo eligible {kind} pairs in bin(s) {', '.join(names)}: not attacked.\n"
+        (self.out / "tables.md").write_text(tables, encoding="utf-8")
         for kind in {g["kind"] for g in summary["groups"]}:
             plot_success_by_frequency(summary, self.out / f"success_by_frequency_{kind}.png", kind=kind)
         return summary
