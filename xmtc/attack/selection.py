@@ -16,6 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from xmtc.metrics import top_labels
+
 
 @dataclass(frozen=True)
 class FrequencyBin:
@@ -28,8 +30,9 @@ class FrequencyBin:
 
 
 def predicted_topk(scores_batches: Iterable[torch.Tensor], k: int) -> np.ndarray:
-    """Top-k label indices (docs, k) from batches of scores, best first; the scores are not kept."""
-    return np.concatenate([torch.topk(s, k, dim=1).indices.cpu().numpy() for s in scores_batches])
+    """Top-k label indices (docs, k) from batches of scores, best first, ties to the lower label index (the
+    metrics' and the attack's rule, ``xmtc.metrics.top_labels``); the scores are not kept."""
+    return np.concatenate([top_labels(s, k).cpu().numpy() for s in scores_batches])
 
 
 def label_matrix(labels: Sequence[np.ndarray], num_labels: int) -> sp.csr_matrix:
