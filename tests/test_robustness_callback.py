@@ -17,8 +17,8 @@ import torch
 from tiny_models import single_thread
 from toydata import REPO, write_axml
 
-from xmtc.attack.selection import FrequencyBin
-from xmtc.callbacks.robustness import _spread_over_labels, merge_bins, training_state_preserved
+from xmtc.attack.selection import FrequencyBin, spread_over_targets
+from xmtc.callbacks.robustness import merge_bins, training_state_preserved
 from xmtc.cli import main
 
 # dropout on, so a callback that drew random numbers or left the model in eval mode would change the weights
@@ -84,7 +84,7 @@ def test_bins_merge_to_the_budget_and_samples_spread_over_labels():
     assert merge_bins(bins, 2) == [FrequencyBin(1, 9), FrequencyBin(10, 99)]
     assert merge_bins(bins, None) == bins and merge_bins(bins, 9) == bins
     pairs = np.array([[d, t] for t in (7, 8, 9) for d in range(5)])  # 5 documents for each of 3 targets
-    spread = _spread_over_labels(pairs, np.random.default_rng(0))
+    spread = spread_over_targets(pairs, np.random.default_rng(0))
     assert sorted(spread[:3, 1].tolist()) == [7, 8, 9] and sorted(map(tuple, spread)) == sorted(map(tuple, pairs))
 
 

@@ -46,9 +46,9 @@ from xmtc.attack.report import plot_success_over_training, summarize
 from xmtc.attack.runner import (
     AttackSettings,
     _resolve_labels,
-    add_similarity,
+    attack_documents,
+    build_search,
     encoder_description,
-    fit_to_model,
     load_encoder,
     result_row,
 )
@@ -57,9 +57,9 @@ from xmtc.attack.selection import (
     bin_of,
     frequency_bins,
     label_clusters,
-    negative_pairs,
     positive_pairs,
     predicted_topk,
+    sample_negative_pairs,
 )
 
 # Small by default: an evaluation should cost a fraction of an epoch (docs/performance.md).
@@ -114,17 +114,6 @@ def merge_bins(bins: Sequence[FrequencyBin], max_bins: int | None) -> list[Frequ
         return list(bins)
     groups = np.array_split(np.arange(len(bins)), max_bins)
     return [FrequencyBin(bins[g[0]].low, bins[g[-1]].high) for g in groups]
-
-
-def _spread_over_labels(pairs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pairs shuffled, then each target's first pair before any target's second, so a cut spreads over labels."""
-    pairs = pairs[rng.permutation(len(pairs))]
-    seen: dict[int, int] = {}
-    nth = np.zeros(len(pairs), dtype=np.int64)  # how many earlier pairs have the same target
-    for i, target in enumerate(pairs[:, 1].tolist()):
-        nth[i] = seen.get(target, 0)
-        seen[target] = nth[i] + 1
-    return pairs[np.argsort(nth, kind="stable")]
 
 
 class RobustnessCallback(Callback):
@@ -257,11 +246,7 @@ class RobustnessCallback(Callback):
 
         s = self.settings
         transformation, encoder = self._tools  # type: ignore[misc]
-        from xmtc.attack.goal import TargetedGoal
-        from xmtc.attack.search import GreedyWordSearch
-
-        search = GreedyWordSearch(TargetedGoal(pl_module, k=s.k, batch_size=s.batch_size, query_budget=s.query_budget),
-                                  transformation, max_change_rate=s.max_change_rate, mask_token=s.mask_token)
+        search = build_search(pl_module, transformation, s)
         size = max(1, s.documents_at_once)
         groups = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         world, rank = trainer.world_size, trainer.global_rank
@@ -330,15 +315,13 @@ class RobustnessCallback(Callback):
             pos = positive_pairs(top, doc_labels, n_labels)
             if allowed is not None:
                 pos = pos[np.isin(pos[:, 1], allowed)]
-            per_kind["positive"] = [self._sample(pos[label_bin[pos[:, 1]] == b], rng, spread=False) for b in range(nb)]
+            per_kind["positive"] = [self._sample(pos[label_bin[pos[:, 1]] == b], rng) for b in range(nb)]
         if "negative" in s.kinds:
-            # candidate targets: a bin's labels, many per sample wanted (most have no document of their cluster)
-            pool = np.flatnonzero(label_bin >= 0) if allowed is None else allowed[label_bin[allowed] >= 0]
-            cap = None if s.samples_per_bin is None else 50 * s.samples_per_bin
-            targets = np.concatenate([rng.permutation(pool[label_bin[pool] == b])[:cap] for b in range(nb)])
+            # drawn per target, one document per target before any gets a second (never all eligible pairs)
             clusters = self._label_clusters(trainer, n_labels) if s.negative_clusters else None
-            neg = negative_pairs(top, doc_labels, n_labels, targets, clusters)
-            per_kind["negative"] = [self._sample(neg[label_bin[neg[:, 1]] == b], rng, spread=True) for b in range(nb)]
+            per_kind["negative"] = sample_negative_pairs(
+                [top], doc_labels, n_labels, label_bin, nb, s.samples_per_bin or 200, s.seed, clusters=clusters,
+                allowed=allowed, equal=False).by_bin()
         jobs: list[_Job] = []
         longest = max((len(p) for bins in per_kind.values() for p in bins), default=0)
         for j in range(longest):
@@ -350,10 +333,8 @@ class RobustnessCallback(Callback):
             raise ValueError("no correctly classified validation pairs to attack")
         return jobs
 
-    def _sample(self, pairs: np.ndarray, rng: np.random.Generator, spread: bool) -> np.ndarray:
+    def _sample(self, pairs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = self.settings.samples_per_bin
-        if spread:
-            return _spread_over_labels(pairs, rng)[:n]
         if n is not None and len(pairs) > n:
             pairs = pairs[np.sort(rng.choice(len(pairs), n, replace=False))]
         return pairs
@@ -375,15 +356,11 @@ class RobustnessCallback(Callback):
                       group: Sequence[_Job]) -> list[dict[str, Any]]:
         s = self.settings
         began = time.perf_counter()
-        fitted = [fit_to_model(pl_module, texts[job.doc]) for job in group]
-        results = search.attack_many([(text, job.target, job.kind) for (text, _), job in zip(fitted, group,
-                                                                                          strict=True)])
-        add_similarity(encoder, [text for text, _ in fitted], results, s.similarity_measure)
+        results = attack_documents(search, pl_module, [texts[job.doc] for job in group],
+                                   [(job.target, job.kind) for job in group], s, encoder)
         seconds = (time.perf_counter() - began) / len(group)
         step, rows = _logging_step(trainer), []
-        for job, (_, note), result in zip(group, fitted, results, strict=True):
-            if note:
-                result.message = f"{note}; {result.message}" if result.message else note
+        for job, result in zip(group, results, strict=True):
             row = result_row(result, pl_module.label_stats, type(pl_module).__name__, f"val:{job.doc}", job.doc,
                              self._bins[job.bin].name, s.similarity_measure, seconds)
             rows.append({"job": job.order, "rank": trainer.global_rank, "global_step": step,
