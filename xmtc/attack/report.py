@@ -2,8 +2,17 @@
 Table 5 layout as markdown, and a Figure 2 style plot.
 
 Works on the rows of ``results.jsonl`` (dicts), so a report can be rebuilt from a finished or
-interrupted run without the models. Success rates count every attacked example: none is dropped
-(the reference code dropped budget-exhausted ones from the denominator).
+interrupted run without the models. Success rates count every attacked example: none is dropped (the
+paper's figures, from its ``utils/results_all.py``, drop none either).
+
+Two sets of statistics stand side by side, both with Table 3's FIXED 10% change-rate cut-off (whatever
+budget θ the attack ran with; the paper's run script used θ = 0.5):
+- xmtc's: success rates over all attacked examples (plain, < 10% changes, and also similar enough),
+  mean similarity and change rate of the successes;
+- ``paper``: what ``results_all.py`` printed for Table 3 / Table 5: success (< 10% changes) and success
+  with similarity > 0.8 over all attacked examples, similarity SUMMED over those successes and divided by
+  ALL attacked examples (why Table 5's similarities read 0.00-0.30), and the change rate pooled over
+  those successes (their changed words / their words).
 """
 
 from __future__ import annotations
@@ -19,12 +28,39 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _group_stats(rows: Sequence[dict[str, Any]], sim_threshold: float, max_change_rate: float) -> dict[str, Any]:
+#: Table 3's change-rate cut-off: a success counts only below it (fixed, as in the paper's results_all.py).
+TABLE_CHANGE_RATE = 0.1
+
+
+def paper_statistics(rows: Sequence[dict[str, Any]], sim_threshold: float = 0.8,
+                     change_rate_cutoff: float = TABLE_CHANGE_RATE) -> dict[str, float | None]:
+    """Table 3 / 5 figures as the paper's ``utils/results_all.py`` computed them (module docstring).
+
+    ``changes`` and ``num_words`` of each row give the change rate, as that script's ``change / num_word``."""
+    n = len(rows)
+    hits = [r for r in rows if r["success"] and _num_changes(r) / max(r["num_words"], 1) < change_rate_cutoff]
+    similar = [r for r in hits if (r.get("similarity") or 0.0) > sim_threshold]
+    words = sum(r["num_words"] for r in hits)
+    return {
+        "success_rate": len(hits) / n if n else None,
+        "success_rate_similar": len(similar) / n if n else None,
+        "similarity": sum(r.get("similarity") or 0.0 for r in hits) / n if n else None,
+        "change_rate": sum(_num_changes(r) for r in hits) / words if words else None,
+    }
+
+
+def _num_changes(row: dict[str, Any]) -> int:
+    changes = row.get("changes")
+    return len(changes) if changes is not None else round(row["change_rate"] * row["num_words"])
+
+
+def _group_stats(rows: Sequence[dict[str, Any]], sim_threshold: float, change_rate_cutoff: float) -> dict[str, Any]:
     n = len(rows)
     successes = [r for r in rows if r["success"]]
-    strict = [r for r in successes if r["change_rate"] < max_change_rate
+    strict = [r for r in successes if r["change_rate"] < change_rate_cutoff
               and r.get("similarity") is not None and r["similarity"] > sim_threshold]
-    budget = [r for r in successes if r["change_rate"] < max_change_rate]
+    budget = [r for r in successes if r["change_rate"] < change_rate_cutoff]
+    paper = paper_statistics(rows, sim_threshold, change_rate_cutoff) if all("num_words" in r for r in rows) else None
     return {
         "attacked": n,
         "successes": len(successes),
@@ -37,13 +73,15 @@ def _group_stats(rows: Sequence[dict[str, Any]], sim_threshold: float, max_chang
         "mean_similarity": _mean([r["similarity"] for r in successes if r.get("similarity") is not None]),
         "mean_change_rate": _mean([r["change_rate"] for r in successes]),
         "mean_queries": _mean([r["queries"] for r in rows]),
+        "paper": paper,
     }
 
 
-def summarize(rows: Iterable[dict[str, Any]], sim_threshold: float = 0.8, max_change_rate: float = 0.1,
-              similarity_measure: str | None = None) -> dict[str, Any]:
+def summarize(rows: Iterable[dict[str, Any]], sim_threshold: float = 0.8,
+              change_rate_cutoff: float = TABLE_CHANGE_RATE, similarity_measure: str | None = None) -> dict[str, Any]:
     """Per (model, kind): overall and per-bin statistics. Skipped rows (precondition not met) are
-    reported as a count and excluded, since they were never attacked."""
+    reported as a count and excluded, since they were never attacked. ``change_rate_cutoff``: Table 3's
+    (10%), not the attack's budget θ."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     skipped: dict[tuple[str, str], int] = defaultdict(int)
     for r in rows:
@@ -53,7 +91,7 @@ def summarize(rows: Iterable[dict[str, Any]], sim_threshold: float = 0.8, max_ch
         else:
             groups[key].append(r)
     out: dict[str, Any] = {"similarity_measure": similarity_measure, "similarity_threshold": sim_threshold,
-                           "max_change_rate": max_change_rate, "groups": []}
+                           "change_rate_cutoff": change_rate_cutoff, "groups": []}
     for (model, kind), members in sorted(groups.items()):
         by_bin: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in members:
@@ -61,8 +99,8 @@ def summarize(rows: Iterable[dict[str, Any]], sim_threshold: float = 0.8, max_ch
         bins = sorted(by_bin, key=lambda b: int(str(b).split("-")[0]))
         out["groups"].append({
             "model": model, "kind": kind, "skipped": skipped[(model, kind)],
-            "overall": _group_stats(members, sim_threshold, max_change_rate),
-            "bins": [{"bin": b, **_group_stats(by_bin[b], sim_threshold, max_change_rate)} for b in bins],
+            "overall": _group_stats(members, sim_threshold, change_rate_cutoff),
+            "bins": [{"bin": b, **_group_stats(by_bin[b], sim_threshold, change_rate_cutoff)} for b in bins],
         })
     return out
 
@@ -78,7 +116,7 @@ def _num(x: float | None) -> str:
 def markdown_tables(summary: dict[str, Any], dataset: str = "") -> str:
     """Table 3 (positive) / Table 5 (negative) layout, then the per-bin rows."""
     measure = summary.get("similarity_measure") or "unknown measure"
-    budget = 100 * summary["max_change_rate"]
+    budget = 100 * summary["change_rate_cutoff"]
     lines = [f"Success rate counts a success only with change rate < {budget:g}%. Similarity: {measure}.", "",
              "| Model | Dataset | Attack | Attacked | Success rate (%) | Similarity | Change rate (%) | Queries |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -97,6 +135,17 @@ def markdown_tables(summary: dict[str, Any], dataset: str = "") -> str:
             lines.append(f"| {g['model']} | {g['kind']} | {b['bin']} | {b['attacked']} | "
                          f"{_pct(b['success_rate_change_budget'])} | {_pct(b['success_rate_strict'])} | "
                          f"{_num(b['mean_similarity'])} |")
+    papers = [g for g in summary["groups"] if g["overall"].get("paper")]
+    if papers:
+        lines += ["", f"As the paper's `results_all.py` computed Table 3 / 5 (over all attacked examples; successes "
+                  f"count below {budget:g}% changes; similarity summed over them and divided by all; change rate "
+                  "pooled over them):", "",
+                  f"| Model | Attack | Attacked | Success (%) | Success, similarity > {thr:g} (%) | Similarity | "
+                  "Change rate (%) |", "|---|---|---:|---:|---:|---:|---:|"]
+        for g in papers:
+            p = g["overall"]["paper"]
+            lines.append(f"| {g['model']} | {g['kind']} | {g['overall']['attacked']} | {_pct(p['success_rate'])} | "
+                         f"{_pct(p['success_rate_similar'])} | {_num(p['similarity'])} | {_pct(p['change_rate'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +189,7 @@ def plot_success_by_frequency(summary: dict[str, Any], path: str | Path, kind: s
 
 
 def plot_success_over_training(records: Sequence[dict[str, Any]], path: str | Path, kind: str = "positive",
-                               similarity_threshold: float = 0.8, max_change_rate: float = 0.1,
+                               similarity_threshold: float = 0.8, change_rate_cutoff: float = TABLE_CHANGE_RATE,
                                title: str | None = None) -> Path:
     """Success rate against label frequency, one line per evaluation during training (later = darker), for
     the plain rate and Figure 2's (similarity and change-rate thresholds); the robustness callback's picture.
@@ -158,7 +207,7 @@ def plot_success_over_training(records: Sequence[dict[str, Any]], path: str | Pa
     cmap = plt.get_cmap("viridis")
     panels = (("success_rate", "success"),
               ("success_rate_strict", f"success with similarity > {similarity_threshold:g} and change rate "
-                                      f"< {100 * max_change_rate:g}%"))
+                                      f"< {100 * change_rate_cutoff:g}%"))
     for ax, (key, label) in zip(axes, panels, strict=True):
         for i, step in enumerate(steps):
             mine = sorted((r for r in rows if r["global_step"] == step), key=lambda r: bin_center(r["bin"]))

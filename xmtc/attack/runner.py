@@ -386,7 +386,7 @@ class AttackRun:
     def report(self) -> dict[str, Any]:
         rows = [json.loads(line) for line in (self.out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
         s = self.settings
-        summary = summarize(rows, s.similarity_threshold, s.max_change_rate, encoder_description(s))
+        summary = summarize(rows, s.similarity_threshold, similarity_measure=encoder_description(s))
         summary["empty_bins"] = empty = self.empty_bins
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         dataset = Path(self.identity.get("data_dir", "")).name

@@ -42,7 +42,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from xmtc.attack.report import plot_success_over_training, summarize
+from xmtc.attack.report import TABLE_CHANGE_RATE, plot_success_over_training, summarize
 from xmtc.attack.runner import (
     AttackSettings,
     _resolve_labels,
@@ -389,7 +389,7 @@ class RobustnessCallback(Callback):
     def _report(self, trainer: L.Trainer, rows: list[dict[str, Any]], time_limited: bool, seconds: float,
                 epoch_seconds: float, out_dir: Path | None) -> None:
         s, step, epoch = self.settings, _logging_step(trainer), trainer.current_epoch
-        summary = summarize(rows, s.similarity_threshold, s.max_change_rate, encoder_description(s))
+        summary = summarize(rows, s.similarity_threshold, similarity_measure=encoder_description(s))
         bounds = {b.name: b for b in self._bins}
         records = []
         for g in summary["groups"]:
@@ -444,7 +444,7 @@ class RobustnessCallback(Callback):
             media[f"{p}/{kind}/success_by_frequency_fig2"] = wandb.plot.line(
                 table, "label_frequency", "success_rate_fig2", stroke="evaluation",
                 title=f"{kind}-targeted success (similarity > {s.similarity_threshold:g}, change rate "
-                      f"< {100 * s.max_change_rate:g}%) by label frequency")
+                      f"< {100 * TABLE_CHANGE_RATE:g}%) by label frequency")
         attacked = [r for r in rows if r["status"] != "skipped"]
         attacked.sort(key=lambda r: not r["success"])  # stable: successes first, in job order
         columns = ["global_step", "kind", "bin", "target_label", "target_name", "target_train_freq", "rank_before",
@@ -472,5 +472,4 @@ class RobustnessCallback(Callback):
         for kind in s.kinds:
             if any(r["kind"] == kind for r in self.curves):
                 plot_success_over_training(self.curves, out_dir / f"success_by_frequency_{kind}.png", kind=kind,
-                                           similarity_threshold=s.similarity_threshold,
-                                           max_change_rate=s.max_change_rate)
+                                           similarity_threshold=s.similarity_threshold)
