@@ -17,8 +17,9 @@ import torch
 from tiny_models import single_thread
 from toydata import REPO, write_axml
 
+from xmtc.attack.report import wilson_interval
 from xmtc.attack.selection import FrequencyBin, spread_over_targets
-from xmtc.callbacks.robustness import merge_bins, training_state_preserved
+from xmtc.callbacks.robustness import SUMMARY_COLUMNS, RobustnessCallback, merge_bins, training_state_preserved
 from xmtc.cli import main
 
 # dropout on, so a callback that drew random numbers or left the model in eval mode would change the weights
@@ -88,6 +89,33 @@ def test_bins_merge_to_the_budget_and_samples_spread_over_labels():
     assert sorted(spread[:3, 1].tolist()) == [7, 8, 9] and sorted(map(tuple, spread)) == sorted(map(tuple, pairs))
 
 
+def test_summary_csv_appends_under_its_own_header(tmp_path):
+    """A summary.csv begun by an older xmtc (no interval columns) gets its new rows under its own header, with a
+    warning naming the file; a new one gets every column."""
+    cb = RobustnessCallback()
+    record = {"global_step": 5, "epoch": 0, "kind": "positive", "bin": "1-5", "freq_low": 1, "freq_high": 5,
+              "successes": 1, "successes_change_budget": 1, "successes_strict": 0, "attacked": 2,
+              "success_rate": 0.5, "success_rate_lo": 0.1, "success_rate_hi": 0.9, "success_rate_change_budget": 0.5,
+              "success_rate_change_budget_lo": 0.1, "success_rate_change_budget_hi": 0.9, "success_rate_strict": 0.0,
+              "success_rate_strict_lo": 0.0, "success_rate_strict_hi": 0.66, "mean_similarity": 0.9,
+              "mean_change_rate": 0.05, "mean_queries": 10.0}
+    assert set(record) == set(SUMMARY_COLUMNS)
+    fresh, old = tmp_path / "fresh", tmp_path / "old"
+    cb._write_files(fresh, [], [record])
+    cb._write_files(fresh, [], [{**record, "global_step": 9}])
+    assert [r["global_step"] for r in _csv(fresh / "summary.csv")] == ["5", "9"]
+    assert _csv(fresh / "summary.csv")[0]["success_rate_strict_hi"] == "0.66"
+    old.mkdir()
+    before = ["global_step", "epoch", "kind", "bin", "freq_low", "freq_high", "successes", "attacked", "success_rate",
+              "success_rate_change_budget", "success_rate_strict", "mean_similarity", "mean_change_rate",
+              "mean_queries"]  # the columns before the intervals
+    (old / "summary.csv").write_text(",".join(before) + "\n" + ",".join(["1"] * len(before)) + "\n")
+    with pytest.warns(UserWarning, match="summary.csv was started without the columns successes_change_budget, "
+                                         "successes_strict, success_rate_lo"):
+        cb._write_files(old, [], [record])
+    assert _csv(old / "summary.csv")[-1] == {k: str(record[k]) for k in before}
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return write_axml(tmp_path_factory.mktemp("robustness") / "toy", {"train": 300, "test": 30})
@@ -117,7 +145,8 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
     bins = sorted(k.rsplit("freq_", 1)[1] for k in rob[0] if k.startswith("robustness/positive/success_rate/freq_"))
     assert len(bins) == 2
     for kind in ("positive", "negative"):
-        for stat in ("success_rate", "success_rate_strict", "mean_queries", "attacked"):
+        for stat in ("success_rate", "success_rate_strict", "mean_queries", "attacked", "success_rate_lo",
+                     "success_rate_hi", "success_rate_change_budget_lo", "success_rate_strict_hi"):
             assert all(f"robustness/{kind}/{stat}/freq_{b}" in rows[0] for b in bins), (kind, stat)
     assert {"robustness/positive/mean_similarity", "robustness/negative/mean_change_rate",
             "robustness/seconds", "robustness/share_of_epoch"} <= set(rows[0])
@@ -129,6 +158,19 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
                                                        for b in ["all", *bins]}
     assert len({r["global_step"] for r in summary}) == 2
     assert all(int(r["attacked"]) == 3 for r in summary if r["bin"] != "all")  # samples_per_bin per bin
+    # every rate with its count and 95% Wilson interval, in summary.csv and in the loggers' scalars
+    logged = {r["step"]: r for r in rob}
+    for r in summary:
+        n = int(r["attacked"])
+        where = "" if r["bin"] == "all" else f"/freq_{r['bin']}"
+        for rate, count in (("success_rate", "successes"), ("success_rate_change_budget", "successes_change_budget"),
+                            ("success_rate_strict", "successes_strict")):
+            lo, hi = wilson_interval(int(r[count]), n)
+            assert float(r[rate]) == pytest.approx(int(r[count]) / n)
+            assert (float(r[f"{rate}_lo"]), float(r[f"{rate}_hi"])) == pytest.approx((lo, hi))
+            metric = logged[r["global_step"]]
+            assert float(metric[f"robustness/{r['kind']}/{rate}_lo{where}"]) == pytest.approx(lo)
+            assert float(metric[f"robustness/{r['kind']}/{rate}_hi{where}"]) == pytest.approx(hi)
     results = _jsonl(out / "results.jsonl")
     assert len(results) == 2 * 2 * 2 * 3  # evaluations x kinds x bins x samples
     for r in results:
@@ -157,6 +199,13 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
                        .read_text(encoding="utf-8"))
     assert chart["columns"][:4] == ["label_frequency", "bin", "success_rate", "success_rate_fig2"]
     assert len(chart["data"]) == 2 * 2 and len({row[-1] for row in chart["data"]}) == 2  # a line per evaluation
+    for row in map(lambda r: dict(zip(chart["columns"], r, strict=True)), chart["data"]):
+        assert row["success_rate_lo"] <= row["success_rate"] <= row["success_rate_hi"]
+        assert row["success_rate_fig2_lo"] <= row["success_rate_fig2"] <= row["success_rate_fig2_hi"]
+    for kind in ("positive", "negative"):  # the bands as an image panel, each evaluation
+        key = f"robustness/{kind}/success_by_frequency_bands"
+        assert [r[f"{key}/_type"] for r in mine] == ["image-file"] * 2
+        assert (run_dir / "files" / mine[-1][f"{key}/path"]).stat().st_size > 5000
     table = json.loads((run_dir / "files" / mine[-1]["robustness/examples/path"]).read_text(encoding="utf-8"))
     assert {"original", "adversarial", "target_name", "rank_before", "rank_after"} <= set(table["columns"])
     assert len(table["data"]) == 2 * 2 * 3

@@ -42,7 +42,14 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from xmtc.attack.report import TABLE_CHANGE_RATE, plot_success_over_training, summarize
+from xmtc.attack.report import (
+    CONFIDENCE,
+    RATE_COUNTS,
+    TABLE_CHANGE_RATE,
+    bin_center,
+    plot_success_over_training,
+    summarize,
+)
 from xmtc.attack.runner import (
     AttackSettings,
     _resolve_labels,
@@ -65,9 +72,10 @@ from xmtc.attack.selection import (
 # Small by default: an evaluation should cost a fraction of an epoch (docs/performance.md).
 DEFAULT_SETTINGS = AttackSettings(kinds=["positive"], candidates=24, min_labels_per_bin=50, samples_per_bin=8,
                                   split="val", batch_size=64, documents_at_once=8)
-STATS = ("attacked", "success_rate", "success_rate_change_budget", "success_rate_strict", "mean_similarity",
+# every success rate with its 95% Wilson interval (``<rate>_lo``, ``<rate>_hi``; none where nothing was attacked)
+STATS = ("attacked", *(f"{rate}{end}" for rate in RATE_COUNTS for end in ("", "_lo", "_hi")), "mean_similarity",
          "mean_change_rate", "mean_queries")
-SUMMARY_COLUMNS = ("global_step", "epoch", "kind", "bin", "freq_low", "freq_high", "successes", *STATS)
+SUMMARY_COLUMNS = ("global_step", "epoch", "kind", "bin", "freq_low", "freq_high", *RATE_COUNTS.values(), *STATS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,7 +405,7 @@ class RobustnessCallback(Callback):
                 fb = bounds.get(b["bin"])
                 records.append({"global_step": step, "epoch": epoch, "kind": g["kind"], "bin": b["bin"],
                                 "freq_low": fb.low if fb else None, "freq_high": fb.high if fb else None,
-                                **{k: b[k] for k in ("successes", *STATS)}})
+                                **{k: b[k] for k in (*RATE_COUNTS.values(), *STATS)}})
         p = self.prefix
         scalars: dict[str, float] = {f"{p}/seconds": seconds, f"{p}/time_limited": float(time_limited),
                                      f"{p}/share_of_epoch": seconds / max(epoch_seconds + seconds, 1e-9)}
@@ -422,19 +430,23 @@ class RobustnessCallback(Callback):
             self._write_files(out_dir, rows, records)
 
     def _wandb_media(self, rows: list[dict[str, Any]], step: int) -> dict[str, Any]:
-        """Line charts of success rate against label frequency (one line per evaluation so far) and a table of
-        this evaluation's adversarial examples."""
+        """Line charts of success rate against label frequency (one line per evaluation so far; their tables hold
+        the 95% Wilson bounds too), the same with the bounds drawn as bands (an image: W&B's line preset draws no
+        bands) and a table of this evaluation's adversarial examples."""
+        import tempfile
+
+        import PIL.Image
         import wandb
 
         s, p = self.settings, self.prefix
         media: dict[str, Any] = {}
-        columns = ["label_frequency", "bin", "success_rate", "success_rate_fig2", "attacked", "evaluation"]
-        from xmtc.attack.report import bin_center
-
+        columns = ["label_frequency", "bin", "success_rate", "success_rate_fig2", "success_rate_lo",
+                   "success_rate_hi", "success_rate_fig2_lo", "success_rate_fig2_hi", "attacked", "evaluation"]
         for kind in s.kinds:
-            data = [[bin_center(r["bin"]), r["bin"], r["success_rate"], r["success_rate_strict"], r["attacked"],
-                     f"step {r['global_step']}"] for r in self.curves
-                    if r["kind"] == kind and r["bin"] != "all" and r["attacked"]]
+            curves = [r for r in self.curves if r["kind"] == kind and r["bin"] != "all" and r["attacked"]]
+            data = [[bin_center(r["bin"]), r["bin"], r["success_rate"], r["success_rate_strict"],
+                     r.get("success_rate_lo"), r.get("success_rate_hi"), r.get("success_rate_strict_lo"),
+                     r.get("success_rate_strict_hi"), r["attacked"], f"step {r['global_step']}"] for r in curves]
             if not data:
                 continue
             table = wandb.Table(columns=columns, data=data)
@@ -445,6 +457,13 @@ class RobustnessCallback(Callback):
                 table, "label_frequency", "success_rate_fig2", stroke="evaluation",
                 title=f"{kind}-targeted success (similarity > {s.similarity_threshold:g}, change rate "
                       f"< {100 * TABLE_CHANGE_RATE:g}%) by label frequency")
+            with tempfile.TemporaryDirectory() as tmp:  # the pixels are read in: W&B copies the file later
+                png = plot_success_over_training(curves, Path(tmp) / f"{kind}.png", kind=kind,
+                                                 similarity_threshold=s.similarity_threshold)
+                with PIL.Image.open(png) as image:
+                    pixels = image.convert("RGB")
+            media[f"{p}/{kind}/success_by_frequency_bands"] = wandb.Image(
+                pixels, caption=f"{100 * CONFIDENCE:g}% Wilson intervals as bands, one line per evaluation")
         attacked = [r for r in rows if r["status"] != "skipped"]
         attacked.sort(key=lambda r: not r["success"])  # stable: successes first, in job order
         columns = ["global_step", "kind", "bin", "target_label", "target_name", "target_train_freq", "rank_before",
@@ -462,10 +481,16 @@ class RobustnessCallback(Callback):
         with open(out_dir / "results.jsonl", "a", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         summary_csv = out_dir / "summary.csv"
-        new = not summary_csv.exists()
+        columns: Sequence[str] = SUMMARY_COLUMNS
+        if summary_csv.exists():  # appended to: keep its columns, so the rows stay under their headers
+            with open(summary_csv, encoding="utf-8", newline="") as f:
+                columns = next(csv.reader(f), []) or SUMMARY_COLUMNS
+            if missing := [c for c in SUMMARY_COLUMNS if c not in columns]:
+                warnings.warn(f"{summary_csv} was started without the columns {', '.join(missing)} (an older "
+                              "xmtc): its new rows go without them; move the file away to get them", stacklevel=2)
         with open(summary_csv, "a", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-            if new:
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            if columns is SUMMARY_COLUMNS and f.tell() == 0:
                 writer.writeheader()
             writer.writerows(records)
         s = self.settings
