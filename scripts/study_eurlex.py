@@ -13,7 +13,9 @@ Steps (each skipped when its output exists, so a stopped study resumes where it 
   attack-*   python -m xmtc attack: positive; negative with and without label clusters (normal model);
              the loss comparison on pairs all three models classify correctly (--compare, paper §4.3.2);
              an interrupted attack resumes by itself from its results.jsonl;
-  report     Table 3 / Table 5 / Figure 2 / Table 6 style report, written only from the run's files.
+  report     Table 3 / Table 5 / Figure 2 / Table 6 style report, written only from the run's files, every
+             success rate with its 95% Wilson interval (--report-only rewrites it; --redraw-figure2 REPORT redraws
+             the figure from the counts REPORT prints, when the run's files are gone).
 
 Every command run and its wall-clock go to ``<out>/steps.json``; the report lists them.
 """
@@ -389,6 +391,113 @@ def _load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+CI_NOTE = ("In brackets: the 95% Wilson score interval of each success rate (k successes of n attacked; "
+           "`xmtc.attack.report.wilson_interval`).")
+
+
+def _with_intervals(summary: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An attack's summary.json with every rate's count and Wilson interval (filled in from the rate and n when
+    the run predates them), so an older run's report gets intervals too."""
+    if summary is None:
+        return None
+    from xmtc.attack.report import with_intervals
+
+    for g in summary.get("groups", []):
+        g["overall"] = with_intervals(g["overall"])
+        g["bins"] = [with_intervals(b) for b in g["bins"]]
+        if g["overall"].get("paper"):
+            g["overall"]["paper"] = with_intervals(g["overall"]["paper"], ("success_rate", "success_rate_similar"),
+                                                   n=g["overall"]["attacked"])
+    return summary
+
+
+def _rate(stats: dict[str, Any], key: str) -> str:
+    """A rate in percent with its interval, for the tables: ``94.00 [88.9, 96.8]``."""
+    from xmtc.attack.report import format_rate
+
+    return format_rate(stats, key)
+
+
+def _pct_ci(stats: dict[str, Any], key: str) -> str:
+    """A rate in percent with its interval, for the findings' sentences: ``94.00% [88.9, 96.8]``."""
+    text = _rate(stats, key)
+    return text.replace(" [", "% [", 1) if "[" in text else f"{text}%"
+
+
+BIN_TABLE = ("| run | model | attack | bin (train freq.) | attacked | success (%) [95% CI] | "
+             "Figure 2 success (%) [95% CI] |")
+
+
+def bin_table(attacks: dict[str, Any], runs: Sequence[str]) -> list[str]:
+    """Per run, model and bin: n attacked, success within the change budget and Figure 2's, with intervals."""
+    lines = [BIN_TABLE, "|---|---|---|---|---:|---:|---:|"]
+    for run in runs:
+        for g in (attacks.get(run) or {}).get("groups", []):
+            for b in g["bins"]:
+                lines.append(f"| {run} | {g['model']} | {g['kind']} | {b['bin']} | {b['attacked']} | "
+                             f"{_rate(b, 'success_rate_change_budget')} | {_rate(b, 'success_rate_strict')} |")
+    return lines
+
+
+def attack_rows(summary: dict[str, Any] | None, kind: str, label: str, failed: str | None = None) -> list[str]:
+    """Table 3 / 5 rows of one attack run: n attacked, success within the change budget with its interval,
+    similarity, change rate and queries."""
+    rows = []
+    for g in (summary or {}).get("groups", []):
+        if g["kind"] == kind:
+            o = g["overall"]
+            rows.append(f"| {label} | {g['model']} | {o['attacked']} | {_rate(o, 'success_rate_change_budget')} "
+                        f"| {_fmt(o['mean_similarity'], 3)} | {_pct(o['mean_change_rate'])} "
+                        f"| {_fmt(o['mean_queries'], 0)} |")
+    return rows or [f"| {label} | {'failed: ' + failed if failed else '(not run yet)'} | | | | | |"]
+
+
+def figure2(summary: dict[str, Any], measure: str, figure: Path) -> Path:
+    """Figure 2: the loss comparison's Figure 2 success rate by label frequency, with 95% Wilson error bars."""
+    from xmtc.attack.report import TABLE_CHANGE_RATE, plot_success_by_frequency
+
+    return plot_success_by_frequency(
+        summary, figure, kind="positive",
+        title=f"EURLEX57K, positive-targeted, same pairs for all models; success: similarity > "
+              f"{summary['similarity_threshold']:g} ({measure}), change rate < {100 * TABLE_CHANGE_RATE:g}%")
+
+
+def figure2_from_report(report: Path) -> dict[str, Any]:
+    """Redraw ``report``'s Figure 2 PNG from the per-bin counts the report prints (its ``compare-losses`` rows of
+    the per-bin table: n attacked and the Figure 2 rate, so k = rate × n), for when the run's files are gone.
+    Returns the summary drawn."""
+    import re
+
+    from xmtc.attack.report import interval_fields
+
+    text = report.read_text(encoding="utf-8")
+    measure = re.search(r"similarity: \*\*(.+?)\*\*", text)
+    threshold = re.search(r"threshold ([0-9.]+)", text)
+    if BIN_TABLE not in text or not measure or not threshold:
+        raise ValueError(f"{report}: no per-bin table ({BIN_TABLE!r}) or no 'similarity: **...**, threshold ...' in "
+                         "its attack settings: regenerate it with scripts/study_eurlex.py --report-only")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for line in text.split(BIN_TABLE, 1)[1].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        run, model, kind, bin_, n, _, strict = (c.strip() for c in line.strip("|").split("|"))
+        if run != "compare-losses" or kind != "positive" or strict == "-":
+            continue
+        n, rate = int(n), float(strict.split()[0])
+        k = round(rate * n / 100)
+        if f"{100 * k / n:.2f}" != f"{rate:.2f}":
+            raise ValueError(f"{report}: {line!r}: {rate}% of {n} is no whole number of successes")
+        groups.setdefault(model, []).append({"bin": bin_, "attacked": n, "successes_strict": k,
+                                             "success_rate_strict": k / n, **interval_fields("success_rate_strict",
+                                                                                             k, n)})
+    if not groups:
+        raise ValueError(f"{report}: no compare-losses rows in its per-bin table: nothing to draw")
+    summary = {"similarity_threshold": float(threshold.group(1)), "similarity_measure": measure.group(1),
+               "groups": [{"model": m, "kind": "positive", "bins": b} for m, b in groups.items()]}
+    figure2(summary, measure.group(1), report.parent / f"{report.stem}_figure2.png")
+    return summary
+
+
 def _rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -425,25 +534,28 @@ def findings(attacks: dict[str, Any]) -> list[str]:
     if pos:
         rate = pos["overall"][budget] or 0.0
         lines.append(f"1. *XMTC models are very vulnerable to positive-targeted attacks*: "
-                     f"{'**holds**' if rate >= 0.5 else '**does not hold**'}: {_pct(rate)}% of "
+                     f"{'**holds**' if rate >= 0.5 else '**does not hold**'}: {_pct_ci(pos['overall'], budget)} of "
                      f"{pos['overall']['attacked']} positive attacks on the normal model succeed within the "
                      f"change budget (taken as holding from 50% up).")
     if pos and neg:
         p, n, noise = _compare_rates(pos["overall"], neg["overall"], budget)
         lines.append(f"2. *Much less vulnerable to negative-targeted attacks*: {_verdict(n < p, p - n, noise)}: "
-                     f"negative {_pct(n)}% (n = {neg['overall']['attacked']}) vs positive {_pct(p)}% "
+                     f"negative {_pct_ci(neg['overall'], budget)} (n = {neg['overall']['attacked']}) vs positive "
+                     f"{_pct_ci(pos['overall'], budget)} "
                      f"(n = {pos['overall']['attacked']}).")
     if neg and neg_free:
         c, f, noise = _compare_rates(neg["overall"], neg_free["overall"], budget)
         lines.append(f"3. *Label clusters help the negative attacker*: {_verdict(c > f, c - f, noise)}: "
-                     f"{_pct(c)}% with the cluster restriction (n = {neg['overall']['attacked']}) vs {_pct(f)}% "
+                     f"{_pct_ci(neg['overall'], budget)} with the cluster restriction (n = "
+                     f"{neg['overall']['attacked']}) vs {_pct_ci(neg_free['overall'], budget)} "
                      f"without (n = {neg_free['overall']['attacked']}).")
     if pos and len(pos["bins"]) >= 2:
         tail, head = pos["bins"][0], pos["bins"][-1]
         t, h, noise = _compare_rates(tail, head, strict)
         lines.append(f"4. *Tail labels are far more vulnerable than head labels* (Figure 2 rate, normal model): "
-                     f"{_verdict(t > h, t - h, noise)}: {_pct(t)}% in the rarest bin ({tail['bin']} training "
-                     f"documents, n = {tail['attacked']}) vs {_pct(h)}% in the most frequent ({head['bin']}, "
+                     f"{_verdict(t > h, t - h, noise)}: {_pct_ci(tail, strict)} in the rarest bin ({tail['bin']} "
+                     f"training documents, n = {tail['attacked']}) vs {_pct_ci(head, strict)} in the most frequent "
+                     f"({head['bin']}, "
                      f"n = {head['attacked']}).")
     cmp_ = attacks.get("compare-losses")
     base = _group(cmp_, "normal", "positive")
@@ -453,7 +565,8 @@ def findings(attacks: dict[str, Any]) -> list[str]:
             b, o, noise = _compare_rates(base["bins"][0], g["bins"][0], strict)
             lines.append(f"{4 + (1 if other == 'pw' else 2)}. *{label} makes tail labels more robust* (same pairs "
                          f"for all models, rarest bin {base['bins'][0]['bin']}): {_verdict(o < b, b - o, noise)}: "
-                         f"{_pct(o)}% for {label} vs {_pct(b)}% for normal (n = {g['bins'][0]['attacked']} each).")
+                         f"{_pct_ci(g['bins'][0], strict)} for {label} vs {_pct_ci(base['bins'][0], strict)} for "
+                         f"normal (n = {g['bins'][0]['attacked']} each).")
     return lines
 
 
@@ -506,7 +619,7 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
                 key, name = line.split("\t", 1)
                 names[key] = name
     attack_names = ("positive", "negative-clusters", "negative-no-clusters", "compare-losses")
-    attacks = {n: _load(out / "attacks" / n / "summary.json") for n in attack_names}
+    attacks = {n: _with_intervals(_load(out / "attacks" / n / "summary.json")) for n in attack_names}
     runs = {n: _load(out / "attacks" / n / "run.json") for n in attack_names}
     settings = next((r["settings"] for r in runs.values() if r), {})
     measure = next((s["similarity_measure"] for s in attacks.values() if s), None) or "-"
@@ -552,55 +665,38 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
                          f"{', '.join(b['bins'])}{flag}.")
     lines += ["", "## Table 3: positive-targeted attacks", "",
               f"Success within the change budget; similarity ({measure}) and change rate of the adversarial "
-              "examples found; the loss comparison attacks the same pairs for every model.", "",
-              "| run | model | attacked | success rate (%) | similarity | change rate (%) | queries |",
+              f"examples found; the loss comparison attacks the same pairs for every model. {CI_NOTE}", "",
+              "| run | model | attacked | success rate (%) [95% CI] | similarity | change rate (%) | queries |",
               "|---|---|---:|---:|---:|---:|---:|"]
 
     def table_rows(run: str, kind: str, label: str) -> list[str]:
-        out_rows = []
-        for g in (attacks.get(run) or {}).get("groups", []):
-            if g["kind"] == kind:
-                o = g["overall"]
-                out_rows.append(f"| {label} | {g['model']} | {o['attacked']} | {_pct(o['success_rate_change_budget'])} "
-                                f"| {_fmt(o['mean_similarity'], 3)} | {_pct(o['mean_change_rate'])} "
-                                f"| {_fmt(o['mean_queries'], 0)} |")
-        failed = steps.get(f"attack-{run}", {}).get("failed")
-        return out_rows or [f"| {label} | {'failed: ' + failed if failed else '(not run yet)'} | | | | | |"]
+        return attack_rows(attacks.get(run), kind, label, steps.get(f"attack-{run}", {}).get("failed"))
 
     lines += table_rows("positive", "positive", "positive")
     lines += table_rows("compare-losses", "positive", "loss comparison")
     lines += ["", "## Table 5: negative-targeted attacks (normal model)", "",
-              "| run | model | attacked | success rate (%) | similarity | change rate (%) | queries |",
+              "| run | model | attacked | success rate (%) [95% CI] | similarity | change rate (%) | queries |",
               "|---|---|---:|---:|---:|---:|---:|"]
     lines += table_rows("negative-clusters", "negative", "with label clusters")
     lines += table_rows("negative-no-clusters", "negative", "without clusters")
     lines += ["", "## Figure 2: success rate by label frequency", ""]
     cmp_ = attacks.get("compare-losses")
     if cmp_:
-        figure = report.parent / f"{report.stem}_figure2.png"
-        from xmtc.attack.report import plot_success_by_frequency
-
-        plot_success_by_frequency(cmp_, figure, kind="positive",
-                                  title=f"EURLEX57K, positive-targeted (sim. > {cmp_['similarity_threshold']:g}, "
-                                        f"{measure}), same pairs")
-        lines += [f"![Figure 2]({figure.name})", ""]
-    lines += ["Per bin (training frequency): success within the change budget / Figure 2's (also similarity > "
-              "threshold), n pairs attacked per model.", "",
-              "| run | model | attack | " + " | ".join(_bin_names(attacks)) + " |",
-              "|---|---|---|" + "---:|" * len(_bin_names(attacks))]
-    for run in attack_names:
-        for g in (attacks.get(run) or {}).get("groups", []):
-            cells = {b["bin"]: f"{_pct(b['success_rate_change_budget'])} / {_pct(b['success_rate_strict'])}, "
-                               f"n {b['attacked']}" for b in g["bins"]}
-            lines.append(f"| {run} | {g['model']} | {g['kind']} | "
-                         + " | ".join(cells.get(b, "") for b in _bin_names(attacks)) + " |")
+        figure = figure2(cmp_, measure, report.parent / f"{report.stem}_figure2.png")
+        lines += [f"![Figure 2]({figure.name})", "",
+                  "Error bars: 95% Wilson score intervals (the models' points are set slightly apart).", ""]
+    lines += ["Per bin (training frequency): success within the change budget and Figure 2's (also similarity > "
+              f"threshold), of n pairs attacked per model. {CI_NOTE}", ""]
+    lines += bin_table(attacks, attack_names)
     lines += ["", "## Table 6: adversarial examples on tail labels", ""]
     lines += examples(_rows(out / "attacks" / "positive" / "results.jsonl")
                       + _rows(out / "attacks" / "negative-clusters" / "results.jsonl"), names)
     lines += ["## The paper's findings here", ""]
     if study.get("scale") == "smoke":
         lines += ["(A smoke run: the models are untrained and the samples tiny, so none of this is evidence.)", ""]
-    lines += findings(attacks) or ["(no attack results yet)"]
+    found = findings(attacks)
+    lines += ["Rates in percent, 95% Wilson score interval in brackets.", "", *found] if found else \
+        ["(no attack results yet)"]
     lines += ["", "## Steps: wall-clock and commands", "", "| step | wall-clock | finished |", "|---|---:|---|"]
     total = 0.0
     for name, s in steps.items():
@@ -616,14 +712,6 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
     lines += ["```", ""]
     report.write_text("\n".join(lines), encoding="utf-8")
     return report
-
-
-def _bin_names(attacks: dict[str, Any]) -> list[str]:
-    seen: list[str] = []
-    for s in attacks.values():
-        for g in (s or {}).get("groups", []):
-            seen += [b["bin"] for b in g["bins"] if b["bin"] not in seen]
-    return sorted(seen, key=lambda b: int(str(b).split("-")[0]))
 
 
 def _duration(seconds: float) -> str:
@@ -663,6 +751,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--candidates", type=int, default=None)
     p.add_argument("--attack-args", default="", help="more --settings.* overrides for the attacks, one string")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the run's files")
+    p.add_argument("--redraw-figure2", metavar="REPORT", default=None,
+                   help="only redraw REPORT's Figure 2 PNG from the per-bin counts REPORT prints (no run files needed)")
     p.add_argument("--in-process", action="store_true", help="run the xmtc commands in this process (tests)")
     p.add_argument("extra", nargs="*", help="more xmtc overrides for every fit/test/attack (after --)")
     a = p.parse_args(argv)
@@ -672,6 +762,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     a.report = _rel(a.report) if a.report else None
     a.masked_lm = _rel(a.masked_lm) if a.masked_lm and Path(a.masked_lm).exists() else a.masked_lm
     a.encoder_path = _rel(a.encoder_path) if a.encoder_path and Path(a.encoder_path).exists() else a.encoder_path
+    if a.redraw_figure2:  # needs nothing else: no run directory, no data
+        report = Path(a.redraw_figure2)
+        figure2_from_report(report)
+        return report.parent / f"{report.stem}_figure2.png"
     os.chdir(REPO)
     study = Study(a)
     if a.report_only:

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from toydata import REPO, write_axml
 
+from xmtc.attack.report import wilson_interval
+
 SCRIPT = REPO / "scripts" / "study_eurlex.py"
 
 
@@ -65,12 +67,26 @@ def _attack_dir(root: Path, name: str, rates: dict[tuple[str, str], tuple[float,
     (out / "run.json").write_text(json.dumps({"settings": asdict(settings)}))
 
 
-def test_report_from_run_files_tables_and_verdicts(study, tmp_path):
-    """The report step alone, on run files of known success rates: tables, figure and a verdict per finding."""
+def _ci(k: int, n: int) -> str:
+    lo, hi = wilson_interval(k, n)
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def test_report_from_run_files_tables_and_verdicts(study, tmp_path, monkeypatch):
+    """The report step alone, on run files of known success rates: tables with 95% Wilson intervals, figure and a
+    verdict per finding."""
     out = tmp_path / "run"
     _attack_dir(out, "positive", {("normal", "positive"): (0.9, 0.5)})
     _attack_dir(out, "negative-clusters", {("normal", "negative"): (0.3, 0.1)})
     _attack_dir(out, "negative-no-clusters", {("normal", "negative"): (0.05, 0.05)})
+    # a run from before the intervals: its summary.json has rates only, the report fills counts and intervals in
+    old = out / "attacks" / "negative-no-clusters" / "summary.json"
+    summary = json.loads(old.read_text())
+    for g in summary["groups"]:
+        for stats in (g["overall"], *g["bins"]):
+            for key in [k for k in stats if k.endswith(("_lo", "_hi")) or k.startswith("successes_")]:
+                del stats[key]
+    old.write_text(json.dumps(summary))
     _attack_dir(out, "compare-losses", {("normal", "positive"): (0.9, 0.5), ("pw", "positive"): (0.5, 0.5),
                                         ("pwcb", "positive"): (0.88, 0.5)})
     (out / "attacks" / "bins.json").write_text(json.dumps({
@@ -86,22 +102,44 @@ def test_report_from_run_files_tables_and_verdicts(study, tmp_path):
     report = study.write_report(out, tmp_path / "docs" / "study.md", data_dir=tmp_path)
     text = report.read_text()
     assert "| pw | - | 61.00 | - | 42.00 | 50.00 | - | - | 33.00 |" in text
-    assert "| positive | normal | 300 | 70.00 | 0.950 | 5.00 | 30 |" in text  # Table 3: (90 + 70 + 50) / 3
-    assert "| with label clusters | normal | 300 | 20.00 |" in text
-    assert "| without clusters | normal | 300 | 5.00 |" in text
+    # Table 3: (90 + 70 + 50) / 3 = 210 of 300
+    assert f"| positive | normal | 300 | 70.00 {_ci(210, 300)} | 0.950 | 5.00 | 30 |" in text
+    assert f"| with label clusters | normal | 300 | 20.00 {_ci(60, 300)} |" in text
+    assert f"| without clusters | normal | 300 | 5.00 {_ci(15, 300)} |" in text  # the old run's, filled in
+    assert "95% Wilson score interval" in text
+    # per bin: n, success within the budget and Figure 2's, each with its interval
+    assert f"| compare-losses | pwcb | positive | 1-5 | 100 | 88.00 {_ci(88, 100)} | 88.00 {_ci(88, 100)} |" in text
+    assert f"| negative-no-clusters | normal | negative | 6-50 | 100 | 5.00 {_ci(5, 100)} |" in text
     assert "similarity: **sentence-transformers all-MiniLM-L6-v2 (xmtc[minilm]), cosine**" in text
     assert "L = 40 labels per bin gives 3 bins" in text
     assert "fewer than 5 bins" in text
     findings = text.split("## The paper's findings here")[1]
-    assert "very vulnerable to positive-targeted attacks*: **holds**: 70.00%" in findings
+    assert f"very vulnerable to positive-targeted attacks*: **holds**: 70.00% {_ci(210, 300)}" in findings
     assert "Much less vulnerable to negative-targeted attacks*: **holds**" in findings
     assert "Label clusters help the negative attacker*: **holds**: 20.00%" in findings
     assert "far more vulnerable than head labels* (Figure 2 rate, normal model): **holds**: 90.00%" in findings
-    assert "*PW makes tail labels more robust*" in findings and "**holds**: 50.00% for PW vs 90.00%" in findings
+    assert "*PW makes tail labels more robust*" in findings
+    assert f"**holds**: 50.00% {_ci(50, 100)} for PW vs 90.00% {_ci(90, 100)}" in findings
     assert "*PW-cb makes tail labels more robust*" in findings and "within 2 standard errors" in findings
     assert "| fit-pw | 60.0 min |" in text and "attack-positive |" not in text.split("## Steps")[1]
     assert "~~w3~~ **x3**" in text and "*sugar product* (3 training documents)" in text
-    assert (tmp_path / "docs" / "study_figure2.png").stat().st_size > 5000
+    figure = tmp_path / "docs" / "study_figure2.png"
+    assert figure.stat().st_size > 5000
+
+    # Figure 2 again from the counts the report prints alone (the run's files gone), through the command line
+    figure.unlink()
+    monkeypatch.chdir(tmp_path)
+    assert study.main(["--redraw-figure2", "docs/study.md"]) == Path("docs/study_figure2.png")
+    assert figure.stat().st_size > 5000
+    drawn = study.figure2_from_report(report)
+    compare = json.loads((out / "attacks" / "compare-losses" / "summary.json").read_text())
+    assert {g["model"]: [(b["bin"], b["attacked"], b["successes_strict"]) for b in g["bins"]]
+            for g in drawn["groups"]} == {g["model"]: [(b["bin"], b["attacked"], b["successes_strict"])
+                                                       for b in g["bins"]] for g in compare["groups"]}
+    assert drawn["similarity_measure"] == "sentence-transformers all-MiniLM-L6-v2 (xmtc[minilm]), cosine"
+    (tmp_path / "docs" / "empty.md").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="empty.md: no per-bin table"):
+        study.figure2_from_report(tmp_path / "docs" / "empty.md")
 
 
 @pytest.mark.slow

@@ -62,6 +62,23 @@ def rate_interval(stats: dict[str, Any], rate: str) -> tuple[float, float] | Non
     return None if lo is None or hi is None else (float(lo), float(hi))
 
 
+def with_intervals(stats: dict[str, Any], rates: Iterable[str] = RATE_COUNTS, n: int | None = None) -> dict[str, Any]:
+    """A copy of ``stats`` (a summary's group or bin written before the intervals, or a ``summary.csv`` row as
+    numbers) with each rate's count and Wilson interval filled in where missing, so older runs' files report
+    intervals too. The count is recovered as round(rate × n), exact for a rate that is k / n; ``n`` defaults to
+    ``stats["attacked"]``."""
+    out = dict(stats)
+    n = int(out.get("attacked") or 0) if n is None else n
+    for rate in rates:
+        if out.get(rate) is None or out.get(f"{rate}_lo") is not None:
+            continue
+        k = round(float(out[rate]) * n)
+        if rate in RATE_COUNTS and out.get(RATE_COUNTS[rate]) is None:
+            out[RATE_COUNTS[rate]] = k
+        out |= interval_fields(rate, k, n)
+    return out
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -251,9 +268,9 @@ def plot_success_by_frequency(summary: dict[str, Any], path: str | Path, kind: s
 
     key = "success_rate_strict" if strict else "success_rate_change_budget"
     groups = [g for g in summary["groups"] if g["kind"] == kind]
-    fig, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
     for i, g in enumerate(groups):
-        dodge = 1.04 ** (i - (len(groups) - 1) / 2)  # a few percent apart on the log axis
+        dodge = 1.06 ** (i - (len(groups) - 1) / 2)  # a few percent apart on the log axis
         bins = [b for b in g["bins"] if b["attacked"]]
         xs = [bin_center(b["bin"]) * dodge for b in bins]
         ys = [100 * (b[key] or 0.0) for b in bins]
@@ -268,7 +285,7 @@ def plot_success_by_frequency(summary: dict[str, Any], path: str | Path, kind: s
     measure = summary.get("similarity_measure") or "similarity"
     text = title or f"{kind}-targeted attacks" + (f" (sim. > {summary['similarity_threshold']:g}, "
                                                   f"{measure})" if strict else "")
-    ax.set_title(fit_title(text, fig.get_figwidth() * 0.85, 11), fontsize=11)
+    ax.set_title(fit_title(text, fig.get_figwidth() * 0.9, 11), fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
     if groups:
         ax.legend(fontsize=9)
