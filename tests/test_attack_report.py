@@ -15,6 +15,7 @@ from xmtc.attack.report import (
     plot_success_over_training,
     summarize,
     wilson_interval,
+    with_intervals,
 )
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -82,6 +83,21 @@ def test_wilson_interval_published_values_and_edges():
     for bad in ((3, 2), (-1, 4), (1.5, 4)):
         with pytest.raises(ValueError, match="wilson_interval"):
             wilson_interval(*bad)
+
+
+def test_older_summaries_get_counts_and_intervals_filled_in():
+    old = {"attacked": 30, "successes": 28, "success_rate": 28 / 30, "success_rate_change_budget": 0.9,
+           "success_rate_strict": None}
+    before = dict(old)
+    new = with_intervals(old)
+    assert new["successes_change_budget"] == 27 and "successes_strict" not in new  # k = rate × n; no rate, no k
+    assert (new["success_rate_lo"], new["success_rate_hi"]) == pytest.approx(_wilson_by_hand(28, 30))
+    assert (new["success_rate_change_budget_lo"], new["success_rate_change_budget_hi"]) == \
+        pytest.approx(_wilson_by_hand(27, 30))
+    assert "success_rate_strict_lo" not in new and old == before  # the input is left as it was
+    assert with_intervals({**old, "success_rate_lo": 0.5, "success_rate_hi": 0.6})["success_rate_lo"] == 0.5
+    paper = with_intervals({"success_rate_similar": 0.25}, ("success_rate_similar",), n=8)
+    assert (paper["success_rate_similar_lo"], paper["success_rate_similar_hi"]) == pytest.approx(_wilson_by_hand(2, 8))
 
 
 def test_an_empty_bin_has_no_interval_and_the_tables_say_so():

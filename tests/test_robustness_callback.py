@@ -116,6 +116,40 @@ def test_summary_csv_appends_under_its_own_header(tmp_path):
     assert _csv(old / "summary.csv")[-1] == {k: str(record[k]) for k in before}
 
 
+def test_show_robustness_prints_intervals_for_new_and_old_files(tmp_path, capsys):
+    """scripts/show_robustness.py (the demo's closing table): Wilson intervals from the file's bounds, or from its
+    rates and n for a file written before them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("show_robustness", REPO / "scripts" / "show_robustness.py")
+    show = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(show)
+    lo1, hi1 = wilson_interval(3, 4)
+    lo2, hi2 = wilson_interval(1, 4)
+    new = {"global_step": 7, "epoch": 0, "kind": "positive", "bin": "2-9", "freq_low": 2, "freq_high": 9,
+           "successes": 3, "successes_change_budget": 1, "successes_strict": 1, "attacked": 4, "success_rate": 0.75,
+           "success_rate_lo": lo1, "success_rate_hi": hi1, "success_rate_change_budget": 0.25,
+           "success_rate_change_budget_lo": lo2, "success_rate_change_budget_hi": hi2, "success_rate_strict": 0.25,
+           "success_rate_strict_lo": lo2, "success_rate_strict_hi": hi2, "mean_similarity": 0.9,
+           "mean_change_rate": 0.05, "mean_queries": 10.0}
+    empty = {**new, "bin": "10-99", **{k: None for k in new if k.startswith(("success_rate", "mean_"))},
+             "successes": 0, "successes_change_budget": 0, "successes_strict": 0, "attacked": 0}
+    RobustnessCallback()._write_files(tmp_path / "new", [], [new, empty])
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "summary.csv").write_text("global_step,epoch,kind,bin,successes,attacked,success_rate,success_rate_strict\n"
+                                     "7,0,positive,2-9,3,4,0.75,0.25\n")
+    expected = (f"| positive | 2-9 | 75 [{100 * lo1:.0f}, {100 * hi1:.0f}] / 25 [{100 * lo2:.0f}, {100 * hi2:.0f}], "
+                "4 |")
+    for directory in (tmp_path / "new", old):
+        show.main(str(directory))
+        printed = capsys.readouterr().out
+        assert expected in printed, printed
+        assert "step 7: success / Fig. 2 (%) [95% CI], n" in printed
+    show.main(str(tmp_path / "new"))
+    assert "| positive | 10-99 | - / -, 0 |" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return write_axml(tmp_path_factory.mktemp("robustness") / "toy", {"train": 300, "test": 30})
@@ -182,6 +216,12 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
     assert any(r["success"] for r in results)
     for kind in ("positive", "negative"):
         assert (out / f"success_by_frequency_{kind}.png").stat().st_size > 5000
+    # the dashboard picture of docs/dashboards.md, from these CSV logs (bands from the logged bounds)
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "plot_dashboard.py"), str(out.parent),
+                           str(tmp_path / "dashboard.png")], env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "dashboard.png").stat().st_size > 5000
 
     # the offline W&B run: scalars, the line charts over label frequency, the examples table, the full config
     run_dir = next(with_cb.glob("wandb/offline-run-*"))

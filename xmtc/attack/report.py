@@ -65,16 +65,17 @@ def rate_interval(stats: dict[str, Any], rate: str) -> tuple[float, float] | Non
 def with_intervals(stats: dict[str, Any], rates: Iterable[str] = RATE_COUNTS, n: int | None = None) -> dict[str, Any]:
     """A copy of ``stats`` (a summary's group or bin written before the intervals, or a ``summary.csv`` row as
     numbers) with each rate's count and Wilson interval filled in where missing, so older runs' files report
-    intervals too. The count is recovered as round(rate × n), exact for a rate that is k / n; ``n`` defaults to
-    ``stats["attacked"]``."""
+    intervals too. The count is the stored one (``RATE_COUNTS``) or else round(rate × n), exact for a rate that
+    is k / n; ``n`` defaults to ``stats["attacked"]``."""
     out = dict(stats)
     n = int(out.get("attacked") or 0) if n is None else n
     for rate in rates:
         if out.get(rate) is None or out.get(f"{rate}_lo") is not None:
             continue
-        k = round(float(out[rate]) * n)
-        if rate in RATE_COUNTS and out.get(RATE_COUNTS[rate]) is None:
-            out[RATE_COUNTS[rate]] = k
+        count = RATE_COUNTS.get(rate)
+        k = int(out[count]) if count and out.get(count) is not None else round(float(out[rate]) * n)
+        if count:
+            out[count] = k
         out |= interval_fields(rate, k, n)
     return out
 
