@@ -369,9 +369,11 @@ def test_engine_matches_reference(seed: int, subset: bool, profile: tuple[str, s
         compared += 1
     assert compared == len(texts) and len(outcomes) >= 2
     # the reference sends masked copies 12 to a call, as the paper's code, and each candidate alone. With <= 4
-    # candidates a position here the engine needs 1.0-1.7x fewer calls; at the paper's K = 48 far fewer
-    # (bench/bench_attack.py measures the time)
-    assert engine_calls <= reference_calls
+    # candidates a position here the engine needs 1.0-1.7x fewer calls under Algorithm 1's reading; the paper's
+    # success test adds a screen pass and chunks of full rows, so calls do not measure it (bench/bench_attack.py
+    # measures the time)
+    if check == "chosen":
+        assert engine_calls <= reference_calls
 
 
 @pytest.mark.parametrize("subset", [False, True])

@@ -37,10 +37,14 @@ from xmtc.attack.goal import (
 )
 from xmtc.attack.importance import _check_gradient_model, gradient_importance, mask_importance_steps
 from xmtc.attack.stopwords import is_stop_word
+from xmtc.metrics import top_labels
 
 ImportanceMethod = Literal["mask", "gradient"]
 SuccessCheck = Literal["chosen", "every"]
 CandidateSource = Literal["current", "original"]
+#: full rows asked at a time when testing candidates for success in order (the paper's code's test): small
+#: enough that little is scored past the first success, large enough to batch
+_FULL_ROW_CHUNK = 16
 Target = int | list[int]
 #: One attack: (text, target, kind) or (text, target, kind, num_words), ``num_words`` counting the words of
 #: the whole document when ``text`` is the part of it the model reads (the budget and change rate use it).
@@ -141,6 +145,42 @@ class GreedyWordSearch:
             rows.append((yield from goal.request([t], labels)))
         return torch.cat(rows)
 
+    def _first_success(self, goal: TargetedGoal, texts: list[str], gamma: GoalTarget, current: Tensor
+                       ) -> Generator[ScoreRequest, Tensor, tuple[Tensor, tuple[int, Tensor] | None]]:
+        """The Γ columns of every candidate, and the first candidate (in order) that reaches the goal with its
+        full row, or None: the paper's code's test of every candidate, exact, with full rows only where needed.
+
+        A screen scores Γ plus the current text's top-(2k) labels S for all candidates (a label subset, cheap).
+        Counting the labels of S that rank above the target gives a lower bound on its rank: at least k of them
+        proves a positive attack's success and a negative attack's failure. Only the candidates the screen
+        cannot decide get full rows, in order and in chunks, up to the first success: for positive attacks
+        most candidates, for negative attacks the few that bring the target near the top-k. Non-targeted
+        attacks (several Γ labels) get full rows for all candidates."""
+        gamma_cols = list(gamma.labels)
+        if gamma.kind == "nontargeted":
+            full = yield from self._candidate_rows(goal, texts, None)
+            won = torch.nonzero(goal.successes(full, gamma))
+            return full[:, gamma_cols], ((int(won[0]), full[int(won[0])]) if len(won) else None)
+        target = gamma_cols[0]
+        others = [j for j in top_labels(current.reshape(1, -1), min(2 * goal.k, current.numel()))[0].tolist()
+                  if j != target]
+        screen = yield from self._candidate_rows(goal, texts, [target, *others])
+        t_score, o_scores = screen[:, :1], screen[:, 1:]
+        above = ((o_scores > t_score) | ((o_scores == t_score) & (torch.tensor(others) < target))).sum(dim=1)
+        decided = above >= goal.k  # positive: proven success; negative: proven failure
+        proven = torch.nonzero(decided).reshape(-1).tolist() if gamma.kind == "positive" else []
+        first_proven = proven[0] if proven else len(texts)
+        unknown = [i for i in range(first_proven) if not bool(decided[i])]
+        for start in range(0, len(unknown), _FULL_ROW_CHUNK):
+            chunk = unknown[start:start + _FULL_ROW_CHUNK]
+            full = yield from goal.request([texts[i] for i in chunk])
+            hit = torch.nonzero(goal.successes(full, gamma))
+            if len(hit):
+                return screen[:, :1], (chunk[int(hit[0])], full[int(hit[0])])
+        if first_proven < len(texts):
+            return screen[:, :1], (first_proven, (yield from goal.request([texts[first_proven]]))[0])
+        return screen[:, :1], None
+
     def attack(self, text: str, target: int | list[int], kind: AttackKind,
                num_words: int | None = None) -> AttackResult:
         """Attack one document. ``target``: one label for positive/negative attacks; the true labels for a
@@ -228,15 +268,12 @@ class GreedyWordSearch:
                 if not options:
                     continue
                 texts = [replaced_text(current, pos, c) for c in options]
-                if every:  # full rows: each candidate is tested for success, the first one that succeeds wins
-                    full = yield from self._candidate_rows(goal, texts, None)
-                    won = torch.nonzero(goal.successes(full, gamma))
-                    rows = full[:, list(gamma.labels)]
+                if every:  # each candidate is tested for success, the first one that succeeds wins
+                    rows, won = yield from self._first_success(goal, texts, gamma, after)
                     cand_reference = after[list(gamma.labels)]
-                    if len(won):
-                        best = int(won[0])
-                        result.changes.append(Change(pos, current[pos], options[best]))
-                        current[pos], after, status = options[best], full[best], "success"
+                    if won is not None:
+                        result.changes.append(Change(pos, current[pos], options[won[0]]))
+                        current[pos], after, status = options[won[0]], won[1], "success"
                         break
                 else:
                     rows = yield from self._candidate_rows(goal, texts, gamma.labels)
@@ -246,10 +283,9 @@ class GreedyWordSearch:
                     continue  # no candidate helps: the word stays
                 result.changes.append(Change(pos, current[pos], options[chosen]))
                 current[pos], reference = options[chosen], rows[chosen]
+                after = (yield from goal.request([texts[chosen]]))[0]  # the full row (cached if already scored)
                 if every:
-                    after = full[chosen]  # not a success, or the loop above would have ended the attack
-                    continue
-                after = (yield from goal.request([texts[chosen]]))[0]  # the full row, for the top-k
+                    continue  # not a success, or _first_success would have found it
                 if goal.is_success(after, gamma):
                     status = "success"
                     break
