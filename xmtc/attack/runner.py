@@ -1,7 +1,8 @@
 """Running the attack suite on held-out data: choose pairs, attack, stream results, summarise.
 
 Output directory:
-- ``run.json``: the settings, checkpoints and data of the run (a rerun with other ones is refused);
+- ``run.json``: the settings, checkpoints and data of the run (once results.jsonl holds a result, a rerun
+  with other ones is refused);
 - ``results.jsonl``: one line per attacked example, appended and flushed as each finishes, so an
   interrupted run loses nothing and a rerun skips what is done;
 - ``summary.json``, ``tables.md``, ``success_by_frequency_<kind>.png``.
@@ -33,6 +34,7 @@ from xmtc.attack.selection import (
     sample_negative_pairs,
     sample_per_bin,
 )
+from xmtc.errors import UserError
 
 SimilarityMeasure = Literal["cosine", "angular", "arccos"]
 AttackProfile = Literal["algorithm1", "paper"]
@@ -59,7 +61,8 @@ class AttackSettings:
         masked_lm: Hugging Face masked LM name or local path for substitutions.
         candidates: K substitutions per word.
         mlm_mode: ``masked`` (one masked pass per position, Algorithm 1) or ``unmasked`` (one pass over
-            the text, the reference code's shortcut).
+            the text, BERT-Attack's shortcut that the reference code took; xmtc splits words into the MLM's
+            pieces where that code fed each word as one token, docs/attack.md).
         encoder: sentence encoder for similarity: ``sentence-transformers`` (default: the offline
             all-MiniLM-L6-v2 of ``xmtc[minilm]``), ``use`` (TF-Hub handle or local SavedModel), or null.
         encoder_path: model path / handle of the encoder.
@@ -108,11 +111,15 @@ def load_encoder(settings: AttackSettings, device: str = "cpu") -> Any:
 
     if settings.encoder is None:
         return None
-    if settings.encoder == "use":
-        if not settings.encoder_path:
-            raise ValueError("encoder 'use' needs encoder_path: a TF-Hub handle or a local SavedModel directory")
-        return similarity.UniversalSentenceEncoder(settings.encoder_path)
-    return similarity.SentenceTransformerEncoder(settings.encoder_path, device=device)
+    if settings.encoder == "use" and not settings.encoder_path:
+        raise UserError("settings.encoder 'use' needs settings.encoder_path: a TF-Hub handle (https://...) or a local "
+                        "SavedModel folder")
+    try:
+        if settings.encoder == "use":
+            return similarity.UniversalSentenceEncoder(settings.encoder_path)
+        return similarity.SentenceTransformerEncoder(settings.encoder_path, device=device)
+    except ImportError as err:  # an optional extra not installed: the message says which
+        raise UserError(str(err)) from err
 
 
 
@@ -265,20 +272,37 @@ class AttackRun:
 
     # -- the run directory --
 
+    def _holds_results(self) -> bool:
+        """Whether results.jsonl holds a whole result line: only then do other arguments mix with earlier ones."""
+        path = self.out / "results.jsonl"
+        if not path.exists():
+            return False
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    json.loads(line)
+                    return True
+                except json.JSONDecodeError:  # blank, or cut by a crash while the first result was written
+                    continue
+        return False
+
     def _check_run_dir(self) -> set[tuple[str, str, str, int]]:
         self.out.mkdir(parents=True, exist_ok=True)
         run_file = self.out / "run.json"
         ident = json.loads(json.dumps(self.identity))
-        if run_file.exists():
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-            if previous != ident:
-                diff = sorted(k for k in set(previous) | set(ident) if previous.get(k) != ident.get(k))
-                sdiff = sorted(k for k in ident["settings"] if previous.get("settings", {}).get(k)
-                               != ident["settings"][k]) if "settings" in diff else []
-                raise ValueError(f"{self.out} holds a run with other arguments ({', '.join(diff)}"
-                                 + (f": {', '.join(sdiff)}" if sdiff else "") + "); results would mix. "
-                                 "Use another output directory, or delete it to start over.")
-        else:
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
+        except json.JSONDecodeError:
+            previous = {}
+        # a run that stopped before its first result (a wrong path, say) does not lock the directory
+        if previous is not None and previous != ident and self._holds_results():
+            diff = sorted(k for k in set(previous) | set(ident) if previous.get(k) != ident.get(k))
+            sdiff = sorted(k for k in ident["settings"] if previous.get("settings", {}).get(k)
+                           != ident["settings"][k]) if "settings" in diff else []
+            raise UserError(f"{self.out} holds a run with other arguments ({', '.join(diff)}"
+                            + (f": {', '.join(sdiff)}" if sdiff else "") + "); results would mix. "
+                            "Use another output directory, or delete it to start over.")
+        if previous != ident:
             run_file.write_text(json.dumps(ident, indent=2), encoding="utf-8")
         done: set[tuple[str, str, str, int]] = set()
         results = self.out / "results.jsonl"
