@@ -254,7 +254,7 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
     # the whole CLI config is in the run (and its files), not only the model's hyperparameters
     assert cfg["cli"]["trainer"]["max_epochs"] == 2
     assert any(c["class_path"] == "xmtc.callbacks.RobustnessCallback" for c in cfg["cli"]["trainer"]["callbacks"])
-    assert "RobustnessCallback" in (run_dir / "files" / "config.yaml").read_text(encoding="utf-8")
+    assert "RobustnessCallback" in (run_dir / "files" / "xmtc_cli_config.yaml").read_text(encoding="utf-8")
 
 
 def test_ddp_two_processes_match_a_single_process_run(data, tiny_attack_models, tmp_path):

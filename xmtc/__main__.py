@@ -1,4 +1,6 @@
-from xmtc.cli import main
+import sys
+
+from xmtc.cli import run
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

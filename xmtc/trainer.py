@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,38 @@ import lightning as L
 
 from xmtc.attack.runner import AttackRun, AttackSettings
 from xmtc.data.datamodule import XMTCDataModule
+from xmtc.errors import UserError
+from xmtc.model_paths import MASKED_LM, SENTENCE_ENCODER, USE_ENCODER, check_model_path
 from xmtc.models.base import XMTCModule
+
+# Lightning 2.6 builds torch's deprecated LeafSpec when it flattens batches (torch >= 2.10 warns, every run);
+# nothing a user of xmtc can or need do about it.
+warnings.filterwarnings("ignore", category=FutureWarning,
+                        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+class _NoAdvertisement(logging.Filter):
+    """Drops the Trainer's tip to install litlogger (a product advertisement, printed on every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdvertisement())
+
+
+def check_attack_models(settings: AttackSettings, data_dir: str | None = None) -> None:
+    """Fail before any checkpoint is loaded or pair chosen when the masked LM or the encoder path is wrong."""
+    check_model_path(settings.masked_lm, MASKED_LM, data=data_dir)
+    if settings.encoder == "sentence-transformers" and settings.encoder_path:
+        check_model_path(settings.encoder_path, SENTENCE_ENCODER)
+    elif settings.encoder == "use":
+        if not settings.encoder_path:
+            raise UserError("settings.encoder 'use' needs settings.encoder_path: a TF-Hub handle (https://...) or a "
+                            "local SavedModel folder")
+        if "://" not in settings.encoder_path or settings.encoder_path.startswith("file://"):
+            check_model_path(settings.encoder_path, USE_ENCODER)
 
 
 def _model_name(model: XMTCModule) -> str:
@@ -40,16 +73,19 @@ class XMTCTrainer(L.Trainer):
             show_progress: progress bar.
         """
         if ckpt_path is None and not compare:
-            raise ValueError("attack needs --ckpt_path (and/or --compare name=path): a trained model to attack")
-        models: dict[str, XMTCModule] = {}
+            raise UserError("attack needs --ckpt_path (and/or --compare name=path): a trained model to attack")
         paths = ({_model_name(model): ckpt_path} if ckpt_path else {}) | dict(compare or {})
         for name, path in paths.items():
             if not Path(path).is_file():
-                raise FileNotFoundError(f"checkpoint of {name!r} not found: {path}")
+                raise FileNotFoundError(f"checkpoint of {name!r} not found: {path}; give a .ckpt file written by "
+                                        "`python -m xmtc fit` (logs/<name>/<version>/checkpoints/last.ckpt)")
+        check_attack_models(settings, str(datamodule.data_dir))
+        models: dict[str, XMTCModule] = {}
+        for name, path in paths.items():
             loaded = type(model).load_from_checkpoint(path, map_location="cpu")
             if loaded.label_stats.label_ids != datamodule.label_stats.label_ids:
-                raise ValueError(f"checkpoint {path} was trained on another label space than {datamodule.data_dir}: "
-                                 "is it from another dataset?")
+                raise UserError(f"checkpoint {path} was trained on another label space than {datamodule.data_dir}: "
+                                "is it from another dataset?")
             models[name] = loaded.to(self.strategy.root_device).eval()
         is_test = settings.split == datamodule.hparams.test_split
         datamodule.setup("test" if is_test else "validate")

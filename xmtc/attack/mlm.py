@@ -17,6 +17,7 @@ import argparse
 import inspect
 import json
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -150,4 +151,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from xmtc.errors import exit_on_user_error
+
+    sys.exit(exit_on_user_error(main))

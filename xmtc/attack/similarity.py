@@ -30,6 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xmtc.errors import ModelPathError
+from xmtc.model_paths import (
+    SENTENCE_ENCODER,
+    USE_ENCODER,
+    check_model_path,
+    describe,
+    hub_offline,
+    load_error,
+    no_loading_bar,
+)
+
 SimilarityMeasure = Literal["cosine", "angular", "arccos"]
 
 
@@ -119,18 +130,15 @@ class SentenceTransformerEncoder:
         self.model_name_or_path = str(model_name_or_path)
         self.batch_size = batch_size
         self.name = f"sentence-transformers:{self.model_name_or_path}"
-        path = Path(self.model_name_or_path).expanduser()
-        if path.exists() or path.is_absolute() or self.model_name_or_path.startswith((".", "~")):
-            if not path.is_dir():
-                raise FileNotFoundError(f"sentence-transformers model directory not found: {self.model_name_or_path}")
-            self.model_name_or_path = str(path)
+        # a missing local folder fails here, before sentence-transformers could look it up on the hub
+        given, self.model_name_or_path = self.model_name_or_path, check_model_path(self.model_name_or_path,
+                                                                                   SENTENCE_ENCODER)
         try:
-            self.model = SentenceTransformer(self.model_name_or_path, device=device, local_files_only=local_files_only)
-        except OSError as err:  # a Hub name that is not in the local cache
-            raise FileNotFoundError(
-                f"could not load sentence-transformers model {self.model_name_or_path!r} "
-                f"(local_files_only={local_files_only}): pass a local directory"
-            ) from err
+            with no_loading_bar():
+                self.model = SentenceTransformer(self.model_name_or_path, device=device,
+                                                 local_files_only=local_files_only or hub_offline())
+        except (OSError, ValueError) as err:  # a Hub name that is not in the local cache, or not a model folder
+            raise load_error(SENTENCE_ENCODER, given, err) from err
         self.model.eval()
 
     def encode(self, texts: Sequence[str]) -> Tensor:
@@ -179,8 +187,13 @@ def _load_use(handle: str) -> Any:
     with _USE_LOCK:
         if handle in _USE_CACHE:
             return _USE_CACHE[handle]
-        tf = _import_tensorflow()
         is_remote = "://" in handle and not handle.startswith("file://")
+        if not is_remote:  # a wrong local path is told before TensorFlow is imported (or found missing)
+            path = Path(check_model_path(handle, USE_ENCODER))
+            if not (path / "saved_model.pb").is_file():
+                raise ModelPathError(f"no TensorFlow SavedModel (saved_model.pb) in {str(path)!r} "
+                                     f"({USE_ENCODER.option}); {describe(USE_ENCODER, handle)}")
+        tf = _import_tensorflow()
         if is_remote:
             try:
                 import tensorflow_hub as hub
@@ -191,9 +204,6 @@ def _load_use(handle: str) -> Any:
                 ) from err
             model = hub.load(handle)
         else:
-            path = Path(handle.removeprefix("file://"))
-            if not (path / "saved_model.pb").is_file():
-                raise FileNotFoundError(f"no TensorFlow SavedModel (saved_model.pb) in {str(path)!r}")
             tags = [] if (path / "tfhub_module.pb").is_file() else None  # TF1 Hub format, as hub.load does
             model = tf.saved_model.load(str(path), tags=tags)
         _USE_CACHE[handle] = model

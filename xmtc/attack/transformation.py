@@ -27,13 +27,13 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from xmtc.attack.stopwords import is_stop_word
+from xmtc.model_paths import MASKED_LM, check_model_path, hub_offline, load_error, no_loading_bar
 
 # A whole word: letters, with single hyphens/apostrophes allowed inside ("long-term", "member's").
 _WORD_RE = re.compile(r"^[^\W\d_]+(?:['-][^\W\d_]+)*$")
@@ -90,12 +90,6 @@ def match_case(candidate: str, original: str) -> str:
     return candidate
 
 
-def _missing_local_dir(name: str) -> bool:
-    """True if ``name`` is meant as a local path (exists, absolute, ./ or ~) but is not a directory."""
-    path = Path(name).expanduser()
-    return (path.exists() or path.is_absolute() or name.startswith((".", "~"))) and not path.is_dir()
-
-
 @dataclass
 class _Encoded:
     """A text tokenised once: all token ids (no special tokens) and each word's core token span."""
@@ -112,8 +106,9 @@ class MaskedLMSubstitution:
     non-alphabetic tokens, single letters or stop words), never the original word (case-insensitive), sorted
     by MLM probability, unique, in the capitalisation style of the original word, with its punctuation.
 
-    ``model_name_or_path`` is a local directory or a Hub name (``bert-base-cased`` in the paper); with
-    ``local_files_only=True`` a Hub name must already be in the local Hugging Face cache.
+    ``model_name_or_path`` is a local directory or a Hub name (``bert-base-cased`` in the paper), told apart by
+    ``xmtc.model_paths``' rule: a missing local folder fails at once, never a hub lookup. With
+    ``local_files_only=True`` (or ``HF_HUB_OFFLINE``) a Hub name must already be in the Hugging Face cache.
     """
 
     def __init__(
@@ -129,9 +124,8 @@ class MaskedLMSubstitution:
         from tokenizers import Tokenizer
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        if _missing_local_dir(str(model_name_or_path)):
-            # without this, transformers would take a missing local path for a Hub repository name
-            raise FileNotFoundError(f"masked language model directory not found: {model_name_or_path}")
+        # a missing local folder fails here: transformers would take it for a hub name and retry the network
+        name = check_model_path(str(model_name_or_path), MASKED_LM)
         if mode not in ("masked", "unmasked"):
             raise ValueError(f"mode must be 'masked' or 'unmasked', got {mode!r}")
         if k < 1 or batch_size < 1:
@@ -141,7 +135,11 @@ class MaskedLMSubstitution:
         self.mode = mode
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path, local_files_only=local_files_only)
+        local_files_only = local_files_only or hub_offline()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+        except (OSError, ValueError) as err:
+            raise load_error(MASKED_LM, self.model_name_or_path, err) from err
         if not getattr(self.tokenizer, "is_fast", False):
             raise ValueError(f"{self.model_name_or_path}: a fast (tokenizers-backed) tokenizer is needed for offsets")
         # a private copy of the Rust tokenizer: no padding or truncation left over from other callers
@@ -150,7 +148,11 @@ class MaskedLMSubstitution:
         self._backend.no_padding()
         if self.tokenizer.mask_token_id is None:
             raise ValueError(f"{self.model_name_or_path}: the tokenizer has no mask token")
-        self.model = AutoModelForMaskedLM.from_pretrained(self.model_name_or_path, local_files_only=local_files_only)
+        try:
+            with no_loading_bar():
+                self.model = AutoModelForMaskedLM.from_pretrained(name, local_files_only=local_files_only)
+        except (OSError, ValueError) as err:
+            raise load_error(MASKED_LM, self.model_name_or_path, err) from err
         self.model.to(self.device).eval()
         self.model.requires_grad_(False)
         self.num_forward_passes = 0  # documents cost; the tests count passes with it

@@ -27,6 +27,7 @@ from xmtc.data.readers import (
     read_text_lines,
 )
 from xmtc.data.tokenizer import WordTokenizer
+from xmtc.errors import UserError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -116,9 +117,12 @@ class XMTCDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+            raise UserError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
         if isinstance(propensity, str):
-            propensity_preset(propensity)  # fail at construction, naming the field
+            try:
+                propensity_preset(propensity)  # fail at construction, naming the field
+            except ValueError as e:
+                raise UserError(str(e)) from None
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.datasets: dict[str, LabelledTexts] = {}
@@ -127,6 +131,11 @@ class XMTCDataModule(L.LightningDataModule):
 
     @cached_property
     def _train_and_carved_val(self) -> tuple[RawSplit, RawSplit | None]:
+        if not self.data_dir.is_dir():
+            state = "is not a directory" if self.data_dir.exists() else "does not exist"
+            raise DataFormatError(f"data directory {self.data_dir} {state} (data.init_args.data_dir): give a dataset "
+                                  "directory in AttentionXML raw-text or APLC-XLNet CSV form (README: Using it on "
+                                  "your own data)")
         train = read_split(self.data_dir, "train", on_invalid=self.hparams.on_invalid)
         if has_split(self.data_dir, self.hparams.val_split) or self.hparams.val_fraction == 0:
             return train, None
@@ -173,7 +182,8 @@ class XMTCDataModule(L.LightningDataModule):
         if self.hparams.tokenizer is not None:
             from xmtc.data.subword import load_subword_tokenizer
 
-            return load_subword_tokenizer(self.hparams.tokenizer, max_length=self.hparams.max_length)
+            return load_subword_tokenizer(self.hparams.tokenizer, max_length=self.hparams.max_length,
+                                          data_dir=str(self.data_dir))
         return WordTokenizer.build(
             self.train_split.texts,
             max_size=self.hparams.max_vocab_size,
@@ -225,6 +235,9 @@ class XMTCDataModule(L.LightningDataModule):
         if stage == "predict":
             if hp.predict_file is None:
                 raise DataFormatError("predict needs a raw text file: set --data.predict_file FILE")
+            if not Path(hp.predict_file).is_file():
+                raise DataFormatError(f"text file {hp.predict_file} does not exist (data.init_args.predict_file): give "
+                                      "a text file with one document per line")
             self.datasets["predict"] = LabelledTexts(read_text_lines(hp.predict_file), None)
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:

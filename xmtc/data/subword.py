@@ -13,16 +13,19 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from xmtc.model_paths import SUBWORD_TOKENIZER, check_model_path, hub_offline, load_error
 
-def load_subword_tokenizer(name_or_path: str, max_length: int | None = None) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained`` with an error that says what to do offline; ``max_length`` caps inputs."""
+
+def load_subword_tokenizer(name_or_path: str, max_length: int | None = None,
+                           data_dir: str | None = None) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained`` with an error that says what to do offline; ``max_length`` caps inputs.
+    A missing local folder (``xmtc.model_paths``' rule) fails at once, never a hub lookup; ``data_dir`` goes
+    into the hint of how to train one."""
+    name = check_model_path(name_or_path, SUBWORD_TOKENIZER, data=data_dir)
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=hub_offline())
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(
-            f"cannot load the tokenizer {name_or_path!r}: give a local tokenizer directory (e.g. a copy of "
-            f"xlnet-base-cased, or one trained with `python -m xmtc.data.train_tokenizer`), or a hub name "
-            f"with network access or a filled Hugging Face cache ({type(e).__name__}: {e})") from e
+        raise load_error(SUBWORD_TOKENIZER, name_or_path, e, data=data_dir) from e
     if max_length is not None:
         tok.model_max_length = max_length
     return tok

@@ -102,7 +102,10 @@ def load_word_vectors(path: str | Path, tokenizer: WordTokenizer, dim: int, seed
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"word vector file not found: {path}")
+        state = "is a folder" if path.is_dir() else "not found"
+        raise FileNotFoundError(
+            f"word vector file {state}: {path} (model.init_args.word_vectors); give a GloVe-format text file "
+            "(README: the paper's datasets, GloVe 840B), or null for random embeddings")
     g = torch.Generator().manual_seed(seed)
     weight = torch.empty(len(tokenizer), dim).uniform_(-0.1, 0.1, generator=g)
     weight[tokenizer.pad_id] = 0.0

@@ -12,7 +12,9 @@ from transformers import PreTrainedTokenizerBase
 
 from xmtc.data.label_stats import LabelStats
 from xmtc.data.subword import same_vocabulary, tokenizer_from_state, tokenizer_state
+from xmtc.errors import UserTypeError
 from xmtc.losses import LossHead
+from xmtc.model_paths import XLNET_ENCODER, check_model_path, hub_offline, load_error, no_loading_bar
 from xmtc.models.aplc_head import APLCHead, TailLoss
 from xmtc.models.base import _CKPT_KEY, XMTCModule
 
@@ -27,13 +29,12 @@ def build_xlnet(encoder: str, encoder_config: dict[str, Any] | None, saved_confi
         return XLNetModel(XLNetConfig(**saved_config))
     if encoder_config is not None:
         return XLNetModel(XLNetConfig(**{**({"vocab_size": vocab_size} if vocab_size else {}), **encoder_config}))
+    name = check_model_path(encoder, XLNET_ENCODER)  # a missing local folder: no hub lookup
     try:
-        return XLNetModel.from_pretrained(encoder)
-    except OSError as e:
-        raise FileNotFoundError(
-            f"cannot load the XLNet encoder {encoder!r}: put a copy of xlnet-base-cased in a local directory "
-            "(README: APLC-XLNet) and set model.init_args.encoder to it, or allow hub access; or give "
-            f"model.init_args.encoder_config for a small randomly initialised XLNet ({e})") from e
+        with no_loading_bar():
+            return XLNetModel.from_pretrained(name, local_files_only=hub_offline())
+    except (OSError, ValueError) as e:
+        raise load_error(XLNET_ENCODER, encoder, e) from e
 
 
 class APLCXLNet(XMTCModule):
@@ -110,9 +111,9 @@ class APLCXLNet(XMTCModule):
         super().__init__(label_stats=label_stats, loss=loss, optimizer=optimizer, lr_scheduler=lr_scheduler,
                          ks=ks, freq_bins=freq_bins, predict_top_k=predict_top_k, num_labels=num_labels)
         if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
-            raise TypeError(f"APLC-XLNet needs a subword tokenizer, got {type(tokenizer).__name__}: set "
-                            "data.init_args.tokenizer to xlnet-base-cased or to a directory made by "
-                            "`python -m xmtc.data.train_tokenizer`")
+            raise UserTypeError(f"APLC-XLNet needs a subword tokenizer, got {type(tokenizer).__name__}: set "
+                                "data.init_args.tokenizer to xlnet-base-cased or to a directory made by "
+                                "`python -m xmtc.data.train_tokenizer`")
         if tokenizer is None and xlnet_config is None and encoder_config is not None and vocab_size is None:
             raise ValueError("a randomly initialised XLNet needs a tokenizer (linked from the datamodule) or "
                              "vocab_size")

@@ -12,6 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 
 from xmtc.data.label_stats import LabelStats
 from xmtc.data.tokenizer import WordTokenizer, load_word_vectors
+from xmtc.errors import UserTypeError
 from xmtc.losses import LossHead
 from xmtc.models.base import _CKPT_KEY, XMTCModule
 from xmtc.models.bilstm import bilstm_states, supported
@@ -80,9 +81,9 @@ class AttentionXML(XMTCModule):
         if tokenizer is None and vocab_size is None:
             raise ValueError("AttentionXML needs a tokenizer (linked from the datamodule) or vocab_size")
         if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
-            raise TypeError(f"AttentionXML reads words: it needs the datamodule's word tokenizer, got "
-                            f"{type(tokenizer).__name__}; remove data.init_args.tokenizer (a subword tokenizer is for "
-                            "APLC-XLNet)")
+            raise UserTypeError(f"AttentionXML reads words: it needs the datamodule's word tokenizer, got "
+                                f"{type(tokenizer).__name__}; remove data.init_args.tokenizer (a subword tokenizer "
+                                "is for APLC-XLNet)")
         self.tokenizer = tokenizer
         if tokenizer is not None and vocab_size is not None and vocab_size != len(tokenizer):
             raise ValueError(f"vocab_size={vocab_size} but the tokenizer has {len(tokenizer)} words")

@@ -4,6 +4,7 @@ raw-text scoring for the attack suite, and a checkpoint that carries its label s
 
 from __future__ import annotations
 
+import warnings
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,13 @@ from xmtc.losses import LossHead, NormalLoss
 from xmtc.metrics import PrecisionAtKByFrequency, XMCMetrics
 
 _CKPT_KEY = "xmtc"
+
+# XMTCModule overrides the batch-transfer hooks on purpose (texts are encoded by the model, on the way to the
+# device); Lightning says so on every run when a datamodule is given, which is how xmtc is always used.
+for _hook in ("on_before_batch_transfer", "transfer_batch_to_device"):
+    warnings.filterwarnings(
+        "ignore", category=UserWarning,
+        message=f"You have overridden `{_hook}` in `LightningModule` but have passed in a `LightningDataModule`")
 
 
 def _stats_to_state(stats: LabelStats) -> dict[str, Any]:
@@ -75,7 +83,10 @@ class XMTCModule(L.LightningModule):
 
     def save_xmtc_hparams(self, **derived: Any) -> None:
         """Save init args minus the linked objects, plus the sizes needed to rebuild from a checkpoint."""
-        self.save_hyperparameters(ignore=["label_stats", "tokenizer"])
+        with warnings.catch_warnings():
+            # ``loss`` stays a hyperparameter: load_from_checkpoint rebuilds the loss head (PW, PW-cb) from it
+            warnings.filterwarnings("ignore", message="Attribute 'loss' is an instance of `nn.Module`")
+            self.save_hyperparameters(ignore=["label_stats", "tokenizer"])
         self.hparams.update(num_labels=self.num_labels, **derived)
 
     def attach_label_stats(self, stats: LabelStats) -> None:
