@@ -105,7 +105,7 @@ run_step() {  # $1 = name, $2 = "devices precision strategy" as run, rest = comm
   report "$log"
   if [ "$rc" != 0 ]; then tail -n 40 "$log"; say "FAILED: $name"; exit "$rc"; fi
   # world size as the processes reported it (Lightning's "MEMBER: i/N"), else 1
-  world=$(grep -ohE "MEMBER: [0-9]+/[0-9]+" "$log" | head -n 1 | cut -d/ -f2)
+  world=$(grep -ohE "MEMBER: [0-9]+/[0-9]+" "$log" | head -n 1 | cut -d/ -f2 || true)
   ROWS+=("| $name | $ACCEL | $what | ${world:-1} | $secs |")
 }
 
