@@ -141,6 +141,9 @@ def test_wandb_offline_run_holds_metrics_and_config(tmp_path):
     assert {"val/nDCG@5", "val/PSP@5", "val/P@5/freq_0-5"} <= set(rows[-1])
     cfg = config(run_file)
     assert cfg["hidden_size"] == 16 and cfg["data_dir"] == str(data) and cfg["num_labels"] == 5
+    files = run_file.parent / "files"  # the CLI config under a name of its own, W&B's config.yaml left to W&B
+    assert "class_path: xmtc.models.AttentionXML" in (files / "xmtc_cli_config.yaml").read_text(encoding="utf-8")
+    assert not (files / "config.yaml").exists() or "class_path:" not in (files / "config.yaml").read_text()
 
 
 def test_callback_snippets_append_to_any_config(capsys):

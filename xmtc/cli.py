@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import re
 import sys
 import warnings
@@ -115,6 +116,15 @@ class XMTCCLI(LightningCLI):
                 if any(a.dest == "trainer.accelerator" for a in group._group_actions):
                     group.title = ("The device the attack runs on (the trainer's other options, from a training "
                                    "config, are accepted and not used)")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads the checkpoint's hyperparameters first: a file that is no checkpoint is a user error."""
+        try:
+            super()._parse_ckpt_path()
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+            ckpt = self.config[self.config.subcommand].get("ckpt_path")
+            raise UserError(f"{ckpt} (--ckpt_path) cannot be read as a checkpoint ({type(e).__name__}); give a .ckpt "
+                            "file written by `python -m xmtc fit`") from e
 
     def before_instantiate_classes(self) -> None:
         """A wrong checkpoint path fails now, not after the data are read (Lightning checks it last)."""
