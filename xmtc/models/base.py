@@ -160,8 +160,10 @@ class XMTCModule(L.LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         values = {**self.metrics[stage].compute(), **self.freq_metrics[stage].compute()}
-        self.log(f"{stage}/P@1", values.pop("P@1"), prog_bar=True)
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()})
+        # compute() already gathered every process's states, so the values agree across processes; sync_dist
+        # averages equal numbers (one all-reduce an epoch) and spares a warning per metric under DDP
+        self.log(f"{stage}/P@1", values.pop("P@1"), prog_bar=True, sync_dist=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=True)
         self.metrics[stage].reset()
         self.freq_metrics[stage].reset()
 
