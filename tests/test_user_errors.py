@@ -336,3 +336,11 @@ def test_a_run_that_failed_before_its_first_result_does_not_lock_the_directory(t
     assert rows and json.loads((out / "run.json").read_text())["settings"]["masked_lm"] == str(mlm)
     with pytest.raises(UserError, match="holds a run with other arguments .*candidates"):  # results exist now
         attack(masked_lm=str(mlm), candidates=3).run(show_progress=False)
+
+
+def test_masked_lm_builder_reports_a_missing_data_dir_in_one_line(tmp_path, capsys):
+    from xmtc.attack.mlm import main as build_mlm
+
+    status = exit_on_user_error(build_mlm, ["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "mlm")])
+    assert status == 2 and _error_lines(capsys.readouterr().err) == [f"error: data directory {tmp_path / 'nowhere'} "
+                                                                     "does not exist"]

@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from xmtc.attack.transformation import MaskedLMSubstitution
     from xmtc.data.readers import has_split, read_split
 
-    p = argparse.ArgumentParser(description="Train a small masked LM on a dataset's training texts.")
+    p = argparse.ArgumentParser(prog="python -m xmtc.attack.mlm",
+                                description="Train a small masked LM on a dataset's training texts.")
     p.add_argument("--data", required=True, help="dataset directory (AttentionXML or APLC CSV form)")
     p.add_argument("--output", required=True, help="where to save_pretrained tokenizer and model")
     p.add_argument("--steps", type=int, default=1500)
