@@ -65,3 +65,13 @@ def test_an_empty_negative_bin_is_reported_and_the_positive_attacks_run(tmp_path
     for r in rows:
         if r["kind"] == "negative":
             assert r["target_label"] not in r["topk_before"]
+
+
+def test_an_unknown_label_is_a_user_error_naming_the_option() -> None:
+    import pytest
+
+    from xmtc.attack.runner import _resolve_labels
+    from xmtc.errors import UserError
+
+    with pytest.raises(UserError, match=r"settings.labels: unknown label 'fish'.*did you mean \['Fishery'\]"):
+        _resolve_labels(["fish"], ["l0", "l1"], ["Fishery", "Forestry"])

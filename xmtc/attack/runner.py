@@ -176,7 +176,7 @@ def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names
         idx = by_id.get(w, by_name.get(w.lower()))
         if idx is None:
             close = [n for n in label_names if w.lower() in n.lower()][:5]
-            raise ValueError(f"unknown label {w!r}: not a label id or name of the model's label space"
+            raise UserError(f"settings.labels: unknown label {w!r}: not a label id or name of the model's label space"
                              + (f"; did you mean {close}?" if close else ""))
         out.append(idx)
     return np.array(sorted(set(out)), dtype=np.int64)
@@ -259,7 +259,7 @@ class AttackRun:
         first = next(iter(models.values()))
         for name, m in models.items():
             if m.label_stats.label_ids != first.label_stats.label_ids:
-                raise ValueError(f"model {name!r} has another label space than {next(iter(models))!r}; "
+                raise UserError(f"model {name!r} has another label space than {next(iter(models))!r}; "
                                  "compare only models trained on the same dataset")
         self.models, self.texts, self.labels, self.doc_ids = models, texts, labels, doc_ids
         self.settings = settings
@@ -316,7 +316,8 @@ class AttackRun:
                         with open(results, "w", encoding="utf-8") as f:
                             f.write("".join(x + "\n" for x in lines[:-1]))
                         break
-                    raise ValueError(f"{results}:{i + 1}: not valid JSON") from None
+                    raise UserError(f"{results}:{i + 1}: not valid JSON; delete the line or use another "
+                                    "output directory") from None
                 done.add((r["model"], r["kind"], r["doc_id"], r["target_index"]))
         return done
 
@@ -342,7 +343,7 @@ class AttackRun:
 
         pos = common([positive_pairs(t, self.labels, n_labels) for t in tops.values()])
         if len(pos) == 0:
-            raise ValueError("no correctly classified (document, label) pairs to attack"
+            raise UserError("no correctly classified (document, label) pairs to attack"
                              + (" among the requested labels" if allowed is not None else ""))
         bins = frequency_bins(self.stats.freqs, pos[:, 1], s.min_labels_per_bin)
         label_bin = bin_of(self.stats.freqs, bins)
