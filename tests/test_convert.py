@@ -140,3 +140,15 @@ def test_errors_name_the_file_and_refuse_to_overwrite(tmp_path, capsys):
     assert "bad.zip:dataset/test/2.json: field 'celex_id' missing" in capsys.readouterr().err
     with pytest.raises(DataFormatError, match="no train/\\*.json documents"):
         convert_eurlex57k(tmp_path / "out", tmp_path / "y", log=lambda _: None)
+
+
+def test_without_descriptors_no_label_names_and_the_reason_is_printed(tmp_path):
+    release = _write_dir(tmp_path / "release")
+    (release / "EURLEX57K.json").unlink()
+    said: list[str] = []
+    counts = convert_eurlex57k(release / "dataset", tmp_path / "out", log=said.append)  # the inner directory works too
+    assert counts == {"train": 4, "dev": 1, "test": 2}
+    assert not (tmp_path / "out" / "label_names.tsv").exists()
+    assert any("label_names.tsv not written" in s for s in said)
+    assert len(_lines(tmp_path / "out" / "SHA256SUMS")) == 9
+    assert read_label_names(tmp_path / "out") == {}
