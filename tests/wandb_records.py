@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,19 @@ _BLOCK, _HEADER = 32 * 1024, 7
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-def read_records(path: str | Path) -> list[pb.Record]:
+def read_records(path: str | Path, wait: float = 30.0) -> list[pb.Record]:
+    """The run file's records. A run's file is complete once its ``exit`` record is written; wandb-core may
+    still be writing it for a moment after ``wandb.finish()`` returns (seen on a loaded machine), so the file
+    is read again until that record is there, for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        records = _parse(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _parse(path: str | Path) -> list[pb.Record]:
     data = Path(path).read_bytes()
     if data[:4] != b":W&B":
         raise ValueError(f"{path}: not a W&B run file")
