@@ -28,6 +28,7 @@ from xmtc.attack.base import AttackKind, AttackResult, Change, TextScorer, Trans
 from xmtc.attack.goal import (
     GoalTarget,
     QueryBudgetExhausted,
+    TargetedGoal,
     accepts_keyword,
     as_label_list,
     best_candidate,
@@ -74,8 +75,7 @@ def reference_greedy_attack(
     def top(row: Tensor) -> list[int]:  # the metrics' tie rule: higher score, then lower label index
         return top_labels(row.reshape(1, -1), min(k, row.numel()))[0].tolist()
 
-    def rank(row: Tensor, label: int) -> int:
-        return 1 + int((row > row[label]).sum()) + int((row[:label] == row[label]).sum())
+    rank = TargetedGoal.rank  # the engine's rank under the same tie rule: only a report, not a decision
 
     def reached(row: Tensor) -> bool:
         predicted = top(row)
