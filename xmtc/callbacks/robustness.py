@@ -42,6 +42,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from xmtc.attack.recipe import (
+    AttackSettings,
+    attack_documents,
+    build_search,
+    encoder_description,
+    load_encoder,
+)
 from xmtc.attack.report import (
     CONFIDENCE,
     RATE_COUNTS,
@@ -50,15 +57,7 @@ from xmtc.attack.report import (
     plot_success_over_training,
     summarize,
 )
-from xmtc.attack.runner import (
-    AttackSettings,
-    _resolve_labels,
-    attack_documents,
-    build_search,
-    encoder_description,
-    load_encoder,
-    result_row,
-)
+from xmtc.attack.runner import _resolve_labels, result_row
 from xmtc.attack.selection import (
     FrequencyBin,
     bin_of,
