@@ -1,11 +1,14 @@
-"""Word substitution candidates from a masked language model (paper §3, eq. 3.4; bert-base-cased there).
+"""Word substitutions: the word surface shared by all of them, and candidates from a masked language model
+(paper §3, eq. 3.4; bert-base-cased there).
 
 Texts are lists of whitespace-separated words (see ``xmtc.attack.base``). A word may carry punctuation
 (``"quotas."``, ``"(fishing"``): only its *core* (the part between the first and the last letter/digit) is
 replaced, the surrounding punctuation is carried over to every candidate, so the attacked text keeps its
-punctuation. Words whose core has no letter, and stop words, get no candidates.
+punctuation. Words whose core has no letter, and stop words, get no candidates. ``WordSubstitution`` does
+this surface work once for every source of replacement words; a subclass only ranks raw words for the cores
+(``MaskedLMSubstitution`` here, ``xmtc.attack.word_vectors.WordVectorNeighbours`` from word vectors).
 
-Two ways of asking the masked LM (NOTES §2):
+Two ways of asking the masked LM (docs/attack.md):
 
 * ``mode="masked"`` (paper Algorithm 1): the word is replaced by ONE mask token and the model predicts that
   slot; one masked copy of the text per requested position, ``batch_size`` copies per forward pass.
@@ -24,10 +27,11 @@ import functools
 import math
 import random
 import re
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Self
 
 import torch
 from torch import Tensor
@@ -90,6 +94,71 @@ def match_case(candidate: str, original: str) -> str:
     return candidate
 
 
+def usable_word(word: str) -> bool:
+    """Whether a vocabulary entry may be proposed: a whole word of two letters or more, not a stop word."""
+    return len(word) >= 2 and _WORD_RE.match(word) is not None and not is_stop_word(word)
+
+
+class WordSubstitution(ABC):
+    """``Transformation`` proposing up to K replacements per word; owns the word surface.
+
+    ``candidates`` checks the positions, skips words that may not be attacked (no letter, stop words), asks
+    the subclass once for ranked raw replacement words for the cores of all the other positions
+    (``_ranked_words``), then case-matches them to the original, drops the original word (case-insensitive)
+    and duplicates, keeps K and re-attaches the original's punctuation. Subclasses need not filter for any
+    of that, only keep non-words out of their vocabulary (``usable_word``).
+    """
+
+    def __init__(self, k: int) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
+
+    def to(self, device: str | torch.device) -> Self:
+        """Move whatever the substitution computes with to ``device`` (so the engine can place it beside
+        the attacked model); nothing to move by default."""
+        return self
+
+    def clear_cache(self) -> None:
+        """Forget cached work (e.g. to time two attack implementations fairly); nothing cached by default."""
+        return None
+
+    @abstractmethod
+    def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
+        """For each of ``positions`` (distinct, attackable; possibly none), replacement words for the core of
+        ``words[position]``, best first, at least ``_pool_size()`` of them where there are that many: the
+        surface work drops case variants and the original afterwards. Called once per ``candidates``."""
+
+    def _pool_size(self) -> int:
+        """Raw words to ask for: case variants and the original word are dropped afterwards."""
+        return 3 * self.k + 10
+
+    def _finish(self, ranked: list[str], word: _Word) -> list[str]:
+        """Case-match, drop the original and duplicates, keep K, re-attach punctuation."""
+        original = word.core.lower()
+        seen: set[str] = set()
+        out: list[str] = []
+        for cand in ranked:
+            cand = match_case(cand, word.core)
+            if cand.lower() == original or cand in seen:
+                continue
+            seen.add(cand)
+            out.append(word.prefix + cand + word.suffix)
+            if len(out) == self.k:
+                break
+        return out
+
+    def candidates(self, words: Sequence[str], positions: Sequence[int]) -> list[list[str]]:
+        """For each position, up to K replacement candidates for ``words[position]`` in the current text."""
+        for p in positions:
+            if not 0 <= p < len(words):
+                raise IndexError(f"position {p} out of range for a text of {len(words)} words")
+        todo = [p for p in dict.fromkeys(positions) if split_word(words[p]).attackable]
+        ranked = self._ranked_words(words, todo)  # also when there is nothing to do: per-text caches see it
+        found = {p: self._finish(r, split_word(words[p])) for p, r in zip(todo, ranked, strict=True)}
+        return [list(found.get(p, [])) for p in positions]
+
+
 @dataclass
 class _Encoded:
     """A text tokenised once: all token ids (no special tokens) and each word's core token span."""
@@ -99,7 +168,7 @@ class _Encoded:
     spans: list[tuple[int, int]]  # [start, end) token indices of the word's core; start == end: no tokens
 
 
-class MaskedLMSubstitution:
+class MaskedLMSubstitution(WordSubstitution):
     """``Transformation`` proposing up to K whole-word replacements per position from a masked LM.
 
     Candidates are whole words of the MLM vocabulary (no sub-word continuation pieces, special tokens,
@@ -130,8 +199,8 @@ class MaskedLMSubstitution:
             raise ValueError(f"mode must be 'masked' or 'unmasked', got {mode!r}")
         if k < 1 or batch_size < 1:
             raise ValueError("k and batch_size must be >= 1")
+        super().__init__(k)
         self.model_name_or_path = str(model_name_or_path)
-        self.k = k
         self.mode = mode
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -220,7 +289,7 @@ class MaskedLMSubstitution:
                 word = tok[len(scheme) :]
             else:
                 word = tok
-            if len(word) < 2 or not _WORD_RE.match(word) or is_stop_word(word):
+            if not usable_word(word):
                 continue
             words[i] = word
             bias[i] = 0.0
@@ -323,7 +392,7 @@ class MaskedLMSubstitution:
     def _words(self, ids: Tensor) -> list[str]:
         return [self._vocab_words[i] for i in ids.tolist()]
 
-    def _ranked_words(self, logits: Tensor, n: int) -> list[list[str]]:
+    def _logit_words(self, logits: Tensor, n: int) -> list[list[str]]:
         """Per row, the ``n`` most probable usable vocabulary words (highest probability first)."""
         return [self._words(row) for row in self._ranked_ids(logits, n)]
 
@@ -347,44 +416,33 @@ class MaskedLMSubstitution:
 
     # ------------------------------------------------------------------ candidates
 
-    def _finish(self, ranked: list[str], word: _Word) -> list[str]:
-        """Case-match, drop the original and duplicates, keep K, re-attach punctuation."""
-        original = word.core.lower()
-        seen: set[str] = set()
-        out: list[str] = []
-        for cand in ranked:
-            cand = match_case(cand, word.core)
-            if cand.lower() == original or cand in seen:
-                continue
-            seen.add(cand)
-            out.append(word.prefix + cand + word.suffix)
-            if len(out) == self.k:
-                break
-        return out
-
-    def _pool_size(self) -> int:
-        """Raw predictions to look at: case variants and the original word are dropped afterwards."""
-        return 3 * self.k + 10
+    def to(self, device: str | torch.device) -> Self:
+        """Move the model (and the encoder states cached for unmasked mode) to ``device``."""
+        device = torch.device(device)
+        if device != self.device:
+            self.device = device
+            self.model.to(device)
+            self._invalid_bias = self._invalid_bias.to(device)
+            for state in self._unmasked_cache.values():
+                state.states = [h.to(device) for h in state.states]
+        return self
 
     def clear_cache(self) -> None:
         """Forget cached encodings and unmasked passes (e.g. to time two attack implementations fairly)."""
         self._encoded_cache.clear()
         self._unmasked_cache.clear()
 
-    def candidates(self, words: Sequence[str], positions: Sequence[int]) -> list[list[str]]:
-        """For each position, up to K replacement candidates for ``words[position]`` in the current text."""
-        for p in positions:
-            if not 0 <= p < len(words):
-                raise IndexError(f"position {p} out of range for a text of {len(words)} words")
+    def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
+        """The ``_pool_size()`` most probable whole words for each position's slot; none for a word without
+        tokens. Masked mode: the masked copies go ``batch_size`` at a time; unmasked: per-text cached passes."""
         enc = self._encode(words)
-        todo = [p for p in dict.fromkeys(positions) if enc.words[p].attackable and enc.spans[p][0] < enc.spans[p][1]]
+        todo = [p for p in positions if enc.spans[p][0] < enc.spans[p][1]]
         if self.mode == "masked":
             logits = self._single_slot_logits([self._masked_input(enc, p) for p in todo])
-            ranked = self._ranked_words(logits, self._pool_size())
-            found = {p: self._finish(r, enc.words[p]) for p, r in zip(todo, ranked, strict=True)}
+            found = dict(zip(todo, self._logit_words(logits, self._pool_size()), strict=True))
         else:
             found = self._unmasked(tuple(words), enc, todo)
-        return [list(found.get(p, [])) for p in positions]
+        return [found.get(p, []) for p in positions]
 
     def _unmasked(self, key: tuple[str, ...], enc: _Encoded, todo: list[int]) -> dict[int, list[str]]:
         """BERT-Attack shortcut: predictions at each word's first piece from passes over the unmasked text.
@@ -403,7 +461,7 @@ class MaskedLMSubstitution:
             self._unmasked_cache.move_to_end(key)
         missing = sorted((p for p in todo if p not in state.ranked), key=lambda p: enc.spans[p][0])
         if not missing:
-            return self._finished(state, enc, todo)
+            return self._finished(state, todo)
         # each position is read from the first window that covers its first piece (new windows centred on it)
         windows = list(state.windows)  # the state changes only once everything below has worked
         groups: dict[int, list[int]] = {}  # window index -> the missing positions read from it
@@ -433,7 +491,7 @@ class MaskedLMSubstitution:
         state.windows, state.states = windows, states
         for p, ids in zip(missing, ranked, strict=True):
             state.ranked[p] = ids  # vocabulary ids; words are made and finished only when asked for
-        return self._finished(state, enc, todo)
+        return self._finished(state, todo)
 
     def _window_ids(self, enc: _Encoded, window: tuple[int, int]) -> list[int]:
         return self._prefix_ids + enc.ids[window[0] : window[1]] + self._suffix_ids
@@ -448,8 +506,8 @@ class MaskedLMSubstitution:
             out.extend(self._slot_logits(sequences[b : b + self.batch_size], slots[b : b + self.batch_size]))
         return out
 
-    def _finished(self, state: _UnmaskedText, enc: _Encoded, todo: list[int]) -> dict[int, list[str]]:
-        return {p: self._finish(self._words(state.ranked[p]), enc.words[p]) for p in todo}
+    def _finished(self, state: _UnmaskedText, todo: list[int]) -> dict[int, list[str]]:
+        return {p: self._words(state.ranked[p]) for p in todo}
 
     # ------------------------------------------------------------------ quality
 
@@ -482,7 +540,7 @@ class MaskedLMSubstitution:
                 continue
             inputs.append(self._masked_input(enc, p) if mode == "masked" else self._unmasked_input(enc, p))
             originals.append(enc.words[p].core.lower())
-        ranked = self._ranked_words(self._single_slot_logits(inputs), 3 * k + 10)
+        ranked = self._logit_words(self._single_slot_logits(inputs), 3 * k + 10)
         hits = sum(
             original in list(dict.fromkeys(w.lower() for w in words))[:k]
             for original, words in zip(originals, ranked, strict=True)
