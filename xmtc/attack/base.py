@@ -29,6 +29,36 @@ class Change:
 
 
 @dataclass
+class SearchState:
+    """Where one attack stands: the words it started from, the words now, what it changed, and the full row of
+    scores of the current text (what success is tested on)."""
+
+    original: list[str]
+    current: list[str]
+    num_words: int  # the words the budget counts: the whole document's when only part of it is attacked
+    row: Tensor  # full scores of the current text
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def changed(self) -> set[int]:
+        return {c.position for c in self.changes}
+
+    def copy(self) -> SearchState:
+        return SearchState(self.original, list(self.current), self.num_words, self.row, list(self.changes))
+
+    def replaced(self, position: int, word: str) -> str:
+        """The current text with ``word`` at ``position``."""
+        return " ".join([*self.current[:position], word, *self.current[position + 1:]])
+
+    def change(self, position: int, word: str, row: Tensor | None = None) -> None:
+        """Keep ``word`` at ``position``; ``row``: the full scores of the new text, when already known."""
+        self.changes.append(Change(position, self.current[position], word))
+        self.current[position] = word
+        if row is not None:
+            self.row = row
+
+
+@dataclass
 class AttackResult:
     """Outcome of attacking one (document, target) pair; every field is JSON-serialisable via asdict."""
 

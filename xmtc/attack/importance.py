@@ -12,14 +12,17 @@ Stop words get importance -inf in both: they are never attacked (paper §3).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from xmtc.attack.goal import GoalTarget, ScoreRequest, TargetedGoal, as_label_list, drive
 from xmtc.attack.stopwords import is_stop_word
+
+ImportanceName = Literal["mask", "deletion", "gradient"]
 
 
 def attackable_positions(words: Sequence[str]) -> list[int]:
@@ -56,14 +59,78 @@ def mask_importance_steps(
     target: GoalTarget,
     reference: Tensor,
     mask_token: str | None = "[UNK]",
+    positions: Sequence[int] | None = None,
 ) -> Generator[ScoreRequest, Tensor, Tensor]:
-    """``mask_importance`` as a scoring generator (see ``TargetedGoal.request``)."""
+    """``mask_importance`` as a scoring generator (see ``TargetedGoal.request``); only ``positions`` (default:
+    every word but stop words) are masked, the others get -inf."""
     importance = torch.full((len(words),), float("-inf"), dtype=torch.float64)
-    positions = attackable_positions(words)
+    positions = attackable_positions(words) if positions is None else list(positions)
     if positions:
         rows = yield from goal.request([masked_text(words, p, mask_token) for p in positions], target.labels)
         importance[positions] = goal.progress(rows, target, reference)
     return importance
+
+
+class WordImportance(ABC):
+    """How much each word matters to the goal: the search visits words in descending importance."""
+
+    def check(self, scorer: object) -> None:
+        """Raise a TypeError when ``scorer`` cannot be used (before any attack starts); any scorer by default."""
+        return None
+
+    @abstractmethod
+    def steps(self, goal: TargetedGoal, words: Sequence[str], positions: Sequence[int], target: GoalTarget,
+              reference: Tensor) -> Generator[ScoreRequest, Tensor, Tensor]:
+        """A scoring generator returning (len(words),) float64 importance; -inf outside ``positions`` (the
+        positions the constraints allow), which are never visited. ``reference``: the Γ columns of the text."""
+
+
+class MaskImportance(WordImportance):
+    """Black box (eq. 3.1-3.3): progress toward the goal when the word is replaced by ``mask_token``."""
+
+    def __init__(self, mask_token: str | None = "[UNK]") -> None:
+        self.mask_token = mask_token
+
+    def steps(self, goal: TargetedGoal, words: Sequence[str], positions: Sequence[int], target: GoalTarget,
+              reference: Tensor) -> Generator[ScoreRequest, Tensor, Tensor]:
+        return (yield from mask_importance_steps(goal, words, target, reference, self.mask_token, positions))
+
+
+class DeletionImportance(MaskImportance):
+    """Black box: progress toward the goal when the word is deleted (TextFooler's leave-one-out)."""
+
+    def __init__(self) -> None:
+        super().__init__(mask_token=None)
+
+
+class GradientImportance(WordImportance):
+    """White box: the gradient of the target scores w.r.t. the word's embedding (no queries); needs a model with
+    ``word_gradients(text, labels)`` (``xmtc.attack.classifier.WordGradients``), such as AttentionXML."""
+
+    def check(self, scorer: object) -> None:
+        _check_gradient_model(scorer)
+
+    def steps(self, goal: TargetedGoal, words: Sequence[str], positions: Sequence[int], target: GoalTarget,
+              reference: Tensor) -> Generator[ScoreRequest, Tensor, Tensor]:
+        grads = gradient_importance(goal.scorer, " ".join(words), list(target.labels))  # type: ignore[arg-type]
+        importance = torch.full((len(words),), float("-inf"), dtype=torch.float64)
+        allowed = list(positions)
+        importance[allowed] = grads[allowed]
+        return importance
+        yield  # a scoring generator that asks for nothing
+
+
+def importance_method(name: str | WordImportance, mask_token: str | None = "[UNK]") -> WordImportance:
+    """The importance a setting names: ``mask`` (with ``mask_token``; None deletes), ``deletion``, ``gradient``."""
+    if isinstance(name, WordImportance):
+        return name
+    if name == "mask":
+        return MaskImportance(mask_token)
+    if name == "deletion":
+        return DeletionImportance()
+    if name == "gradient":
+        return GradientImportance()
+    raise ValueError(f"importance must be 'mask', 'deletion' or 'gradient'; got {name!r}")
 
 
 # -- white box --

@@ -1,67 +1,66 @@
-"""Greedy search by word importance (paper §3.2, Algorithm 1), without the reference code's bugs (NOTES §2).
+"""Search methods: in which order an attack tries word changes and which it keeps (paper §3.2, Algorithm 1).
 
-Words are visited in descending importance; at each position all candidate substitutions are scored in
-ONE batched goal call and the one moving the target furthest toward the goal, relative to the CURRENT
-text's scores (eq. 3.4: S^{t-1}, not the original S), is kept, but only if it makes progress (a gain above
-the goal's tolerance, in log-odds): otherwise the word stays as it was (the reference code kept the last
-candidate tried). The attack stops as soon as the goal holds, when the change budget floor(θ·n) is spent,
-or when the query budget is.
+Both visit words in descending importance, and at each position score all candidate substitutions in ONE
+batched oracle call and measure their progress toward the goal relative to the CURRENT text's scores (eq. 3.4:
+S^{t-1}, not the original S), a change being kept only if it makes progress (a gain above the goal's
+tolerance, in log-odds); the reference code kept the last candidate tried instead. They stop as soon as the
+goal holds, when the change budget is spent, or when the query budget is.
 
-Two readings of "as soon as the goal holds" (``success_check``):
-- ``chosen`` (Algorithm 1): only the kept candidate is tested; candidates are scored on the target
-  columns Γ alone, and a full row is computed once per kept change.
+``GreedySearch`` keeps one text (the paper's). Two readings of "as soon as the goal holds" (``success_check``):
+- ``chosen`` (Algorithm 1): only the kept candidate is tested; candidates are scored on the target columns Γ
+  alone, and a full row is computed once per kept change.
 - ``every`` (the paper's code, adv_xmtc.py): every candidate is tested, in the transformation's order, and
-  the first that reaches the goal ends the attack even when another has a larger gain. This needs each
-  candidate's full row, so the candidates are scored on all labels (one batched call all the same).
+  the first that reaches the goal ends the attack even when another has a larger gain.
+
+``BeamSearch`` keeps the ``width`` texts that moved furthest (width 1 is the greedy search with ``chosen``).
+
+A search method holds only its own settings; the parts it works with (goal, transformation, constraints)
+come from the ``xmtc.attack.attack.Attack`` that runs it.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Generator, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from xmtc.attack.base import AttackKind, AttackResult, Change, Transformation
-from xmtc.attack.goal import (
-    GoalTarget,
-    QueryBudgetExhausted,
-    ScoreRequest,
-    TargetedGoal,
-    as_label_list,
-    best_candidate,
-    drive,
-    max_changes,
-)
-from xmtc.attack.importance import _check_gradient_model, gradient_importance, mask_importance_steps
+from xmtc.attack.base import SearchState
+from xmtc.attack.goal import GoalTarget, ScoreRequest, TargetedGoal, best_candidate
 from xmtc.attack.stopwords import is_stop_word
 from xmtc.metrics import top_labels
 
-ImportanceMethod = Literal["mask", "gradient"]
+if TYPE_CHECKING:
+    from xmtc.attack.attack import Attack
+
 SuccessCheck = Literal["chosen", "every"]
 CandidateSource = Literal["current", "original"]
 #: full rows asked at a time when testing candidates for success in order (the paper's code's test): small
 #: enough that little is scored past the first success, large enough to batch
 _FULL_ROW_CHUNK = 16
-Target = int | list[int]
-#: One attack: (text, target, kind) or (text, target, kind, num_words), ``num_words`` counting the words of
-#: the whole document when ``text`` is the part of it the model reads (the budget and change rate use it).
-Job = tuple[str, Target, AttackKind] | tuple[str, Target, AttackKind, int | None]
+#: what a search's ``run`` returns: the status to report ("success", "change_budget"), or None (failed)
+Status = str | None
 
 
-def usable_candidates(word: str, candidates: Sequence[str]) -> list[str]:
-    """Candidates in their order, minus duplicates, the word itself, stop words, and anything that is not
-    exactly one whitespace-free word (it would shift the positions of ``text.split()``)."""
+def distinct_words(word: str, candidates: Sequence[str]) -> list[str]:
+    """Candidates in their order, minus duplicates, the word itself, and anything that is not exactly one
+    whitespace-free word (it would shift the positions of ``text.split()``)."""
     seen: set[str] = set()
     out = []
     for c in candidates:
-        if c in seen or c == word or not c or c.split() != [c] or is_stop_word(c):
+        if c in seen or c == word or not c or c.split() != [c]:
             continue
         seen.add(c)
         out.append(c)
     return out
+
+
+def usable_candidates(word: str, candidates: Sequence[str]) -> list[str]:
+    """``distinct_words`` minus stop words: what the paper's constraints leave (the reference's filter)."""
+    return [c for c in distinct_words(word, candidates) if not is_stop_word(c)]
 
 
 def replaced_text(words: Sequence[str], position: int, new: str) -> str:
@@ -74,67 +73,37 @@ def visit_order(importance: Tensor) -> list[int]:
     return sorted((i for i, v in enumerate(values) if math.isfinite(v)), key=lambda i: (-values[i], i))
 
 
-def reported_label(goal: TargetedGoal, gamma: Sequence[int], after: Tensor) -> int:
-    """The one label an AttackResult reports: for nontargeted attacks, the Γ label ranked lowest after the
-    attack (on success, one that left the top-k); ties by Γ order."""
-    return max(gamma, key=lambda t: (goal.rank(after, t), -gamma.index(t)))
+class SearchMethod(ABC):
+    """How an attack moves through the positions in ``order``; changes ``state`` (the best text found)."""
+
+    @abstractmethod
+    def run(self, attack: Attack, goal: TargetedGoal, state: SearchState, gamma: GoalTarget, order: list[int],
+            reference: Tensor) -> Generator[ScoreRequest, Tensor, Status]:
+        """A scoring generator (see ``xmtc.attack.oracle``). ``reference``: the Γ columns of the text in
+        ``state``; ``state.row`` its full row."""
 
 
-class GreedyWordSearch:
-    """Greedy word-substitution attack on one (document, target) pair at a time.
+class GreedySearch(SearchMethod):
+    """Greedy substitution by word importance (module docstring).
 
     Args:
-        goal: success test, batching, caching, query budget; ``goal.scorer`` is the attacked model.
-        transformation: proposes substitutions (a masked LM in the paper).
-        max_change_rate: θ; at most floor(θ·n) of the n words may change.
-        mask_token: what replaces a word when measuring its importance; None deletes the word.
-        importance: "mask" (black box, eq. 3.1-3.3) or "gradient" (white box; no queries; needs a model
-            with ``embedding``, ``encode`` and ``tokenizer`` such as AttentionXML).
+        success_check: ``chosen`` tests the kept candidate only (Algorithm 1); ``every`` tests each candidate
+            and stops at the first success (the paper's code).
+        candidates_from: ask the transformation for candidates on the ``current`` text (Algorithm 1) or on the
+            ``original`` one (the paper's code: its masked LM ran once per document).
         candidate_batch: score all candidates of a position in one call (False: one call each; for
             benchmarks, same decisions).
-        success_check: ``chosen`` tests the kept candidate only (Algorithm 1); ``every`` tests each
-            candidate and stops at the first success (the paper's code; module docstring).
-        candidates_from: ask the transformation for candidates on the ``current`` text (Algorithm 1) or on
-            the ``original`` one (the paper's code: its masked LM ran once per document).
     """
 
-    def __init__(
-        self,
-        goal: TargetedGoal,
-        transformation: Transformation,
-        max_change_rate: float = 0.1,
-        mask_token: str | None = "[UNK]",
-        importance: ImportanceMethod = "mask",
-        candidate_batch: bool = True,
-        success_check: SuccessCheck = "chosen",
-        candidates_from: CandidateSource = "current",
-    ) -> None:
-        if not 0.0 <= max_change_rate <= 1.0:
-            raise ValueError(f"max_change_rate must be in [0, 1]; got {max_change_rate}")
-        if importance not in ("mask", "gradient"):
-            raise ValueError(f"importance must be 'mask' or 'gradient'; got {importance!r}")
-        if importance == "gradient":
-            _check_gradient_model(goal.scorer)
+    def __init__(self, success_check: SuccessCheck = "chosen", candidates_from: CandidateSource = "current",
+                 candidate_batch: bool = True) -> None:
         if success_check not in ("chosen", "every"):
             raise ValueError(f"success_check must be 'chosen' or 'every'; got {success_check!r}")
         if candidates_from not in ("current", "original"):
             raise ValueError(f"candidates_from must be 'current' or 'original'; got {candidates_from!r}")
-        if not isinstance(transformation, Transformation):
-            raise TypeError(f"transformation must have candidates(words, positions); got {type(transformation)}")
-        self.goal = goal
-        self.transformation = transformation
-        self.max_change_rate = max_change_rate
-        self.mask_token = mask_token
-        self.importance = importance
-        self.candidate_batch = candidate_batch
         self.success_check = success_check
         self.candidates_from = candidates_from
-
-    def word_importance_steps(self, goal: TargetedGoal, words: Sequence[str], target: GoalTarget,
-                              reference: Tensor) -> Generator[ScoreRequest, Tensor, Tensor]:
-        if self.importance == "gradient":
-            return gradient_importance(goal.scorer, " ".join(words), list(target.labels))
-        return (yield from mask_importance_steps(goal, words, target, reference, self.mask_token))
+        self.candidate_batch = candidate_batch
 
     def _candidate_rows(self, goal: TargetedGoal, texts: list[str],
                         labels: Sequence[int] | None) -> Generator[ScoreRequest, Tensor, Tensor]:
@@ -154,10 +123,10 @@ class GreedyWordSearch:
         Counting the labels of S that rank above the target gives a lower bound on its rank: at least k of them
         proves a positive attack's success and a negative attack's failure. Only the candidates the screen
         cannot decide get full rows, in order and in chunks, up to the first success: for positive attacks
-        most candidates, for negative attacks the few that bring the target near the top-k. Non-targeted
-        attacks (several Γ labels) get full rows for all candidates."""
+        most candidates, for negative attacks the few that bring the target near the top-k. Other goals
+        (several Γ labels, or a kind the screen does not know) get full rows for all candidates."""
         gamma_cols = list(gamma.labels)
-        if gamma.kind == "nontargeted":
+        if gamma.kind not in ("positive", "negative"):
             full = yield from self._candidate_rows(goal, texts, None)
             won = torch.nonzero(goal.successes(full, gamma))
             return full[:, gamma_cols], ((int(won[0]), full[int(won[0])]) if len(won) else None)
@@ -181,124 +150,130 @@ class GreedyWordSearch:
             return screen[:, :1], (first_proven, (yield from goal.request([texts[first_proven]]))[0])
         return screen[:, :1], None
 
-    def attack(self, text: str, target: int | list[int], kind: AttackKind,
-               num_words: int | None = None) -> AttackResult:
-        """Attack one document. ``target``: one label for positive/negative attacks; the true labels for a
-        nontargeted one (Γ = those in the original top-k). ``num_words``: the whole document's word count
-        when ``text`` is only the part the model reads (budget and change rate count it; default: text's)."""
-        self.goal.reset()
-        return drive(self.attack_steps(self.goal, text, target, kind, num_words), self.goal.score_batched)
-
-    def attack_many(self, jobs: Sequence[Job]) -> list[AttackResult]:
-        """Attack several documents at once: their pending texts (masked copies, candidates) are merged
-        into shared forward passes of ``goal.batch_size`` texts. Each attack keeps its own cache, query
-        count and budget, and makes the same decisions as ``attack`` alone."""
-        results: list[AttackResult | None] = [None] * len(jobs)
-        active: dict[int, tuple[Generator, ScoreRequest]] = {}
-        for i, job in enumerate(jobs):
-            steps = self.attack_steps(self.goal.fresh(), *job)
-            try:
-                active[i] = (steps, next(steps))
-            except StopIteration as done:
-                results[i] = done.value
-        while active:
-            requests = [request for _, request in active.values()]
-            # one pass for all full rows, one for all label subsets (their union's columns)
-            full = list(dict.fromkeys(t for r in requests if r.labels is None for t in r.texts))
-            part = list(dict.fromkeys(t for r in requests if r.labels is not None for t in r.texts))
-            union = sorted({j for r in requests if r.labels is not None for j in r.labels})
-            full_rows = dict(zip(full, self.goal.score_batched(ScoreRequest(full)), strict=True)) if full else {}
-            part_rows = (dict(zip(part, self.goal.score_batched(ScoreRequest(part, tuple(union))), strict=True))
-                         if part else {})
-            column = {j: c for c, j in enumerate(union)}
-            for i, (steps, request) in list(active.items()):
-                if request.labels is None:
-                    answer = torch.stack([full_rows[t] for t in request.texts])
-                else:
-                    cols = [column[j] for j in request.labels]
-                    answer = torch.stack([part_rows[t][cols] for t in request.texts])
-                try:
-                    active[i] = (steps, steps.send(answer))
-                except StopIteration as done:
-                    results[i] = done.value
-                    del active[i]
-        return results  # type: ignore[return-value]
-
-    def attack_steps(self, goal: TargetedGoal, text: str, target: int | list[int], kind: AttackKind,
-                     num_words: int | None = None) -> Generator[ScoreRequest, Tensor, AttackResult]:
-        """The attack as a scoring generator: yields texts to score, receives their rows (see ``drive``)."""
-        labels = as_label_list(target)
-        if kind != "nontargeted" and len(labels) != 1:
-            raise ValueError(f"a {kind} attack takes one target label; got {labels}")
-        words = text.split()
-        if num_words is not None and num_words < len(words):
-            raise ValueError(f"num_words={num_words} counts fewer words than the text has ({len(words)})")
-        original = " ".join(words)
-        result = AttackResult(kind=kind, target=labels[0], success=False, status="failed", original_text=text,
-                              adversarial_text=original, num_words=len(words) if num_words is None else num_words)
-        try:
-            before = (yield from goal.request([original]))[0]
-        except QueryBudgetExhausted as e:
-            result.status, result.message = "query_budget", str(e)
-            return result
-        gamma, why = goal.target_for(before, kind, labels)
-        result.topk_before, result.topk_after = goal.topk(before), goal.topk(before)
-        if gamma is None:
-            result.rank_before = result.rank_after = goal.rank(before, labels[0])
-            result.status, result.message, result.queries = "skipped", why, goal.queries
-            return result
-
-        current, after = list(words), before
-        budget = max_changes(result.num_words, self.max_change_rate)
+    def run(self, attack: Attack, goal: TargetedGoal, state: SearchState, gamma: GoalTarget, order: list[int],
+            reference: Tensor) -> Generator[ScoreRequest, Tensor, Status]:
         every = self.success_check == "every"
-        status: str | None = None
-        try:
-            # Γ columns of the current text: what gains are measured against (same computation as candidates')
-            reference = (yield from goal.request([original], gamma.labels))[0]
-            order = visit_order((yield from self.word_importance_steps(goal, words, gamma, reference)))
-            if not order:
-                result.message = "no attackable words (all are stop words)"
-            for pos in order:
-                if len(result.changes) >= budget:
-                    status = "change_budget"
-                    break
-                source = words if self.candidates_from == "original" else current
-                options = self.transformation.candidates(source, [pos])[0]
-                options = usable_candidates(current[pos], options)
-                if not options:
-                    continue
-                texts = [replaced_text(current, pos, c) for c in options]
-                if every:  # each candidate is tested for success, the first one that succeeds wins
-                    rows, won = yield from self._first_success(goal, texts, gamma, after)
-                    cand_reference = after[list(gamma.labels)]
-                    if won is not None:
-                        result.changes.append(Change(pos, current[pos], options[won[0]]))
-                        current[pos], after, status = options[won[0]], won[1], "success"
-                        break
-                else:
-                    rows = yield from self._candidate_rows(goal, texts, gamma.labels)
-                    cand_reference = reference
-                chosen = best_candidate(goal.progress(rows, gamma, cand_reference), goal.tolerance(cand_reference))
-                if chosen is None:
-                    continue  # no candidate helps: the word stays
-                result.changes.append(Change(pos, current[pos], options[chosen]))
-                current[pos], reference = options[chosen], rows[chosen]
-                after = (yield from goal.request([texts[chosen]]))[0]  # the full row (cached if already scored)
-                if every:
-                    continue  # not a success, or _first_success would have found it
-                if goal.is_success(after, gamma):
-                    status = "success"
-                    break
-        except QueryBudgetExhausted as e:
-            status, result.message = "query_budget", str(e)
+        budget = attack.constraints.budget(state.num_words)
+        for pos in order:
+            if len(state.changes) >= budget:
+                return "change_budget"
+            source = state.original if self.candidates_from == "original" else state.current
+            options = attack.candidates(state, pos, source)
+            if not options:
+                continue
+            texts = [state.replaced(pos, c) for c in options]
+            if every:  # each candidate is tested for success, the first one that succeeds wins
+                rows, won = yield from self._first_success(goal, texts, gamma, state.row)
+                cand_reference = state.row[list(gamma.labels)]
+                if won is not None:
+                    state.change(pos, options[won[0]], won[1])
+                    return "success"
+            else:
+                rows = yield from self._candidate_rows(goal, texts, gamma.labels)
+                cand_reference = reference
+            chosen = best_candidate(goal.progress(rows, gamma, cand_reference), goal.tolerance(cand_reference))
+            if chosen is None:
+                continue  # no candidate helps: the word stays
+            state.change(pos, options[chosen])
+            reference = rows[chosen]
+            state.row = (yield from goal.request([texts[chosen]]))[0]  # the full row (cached if already scored)
+            if not every and goal.is_success(state.row, gamma):  # (every: not a success, or it would have won)
+                return "success"
+        return None
 
-        result.status = status or "failed"  # type: ignore[assignment]
-        result.success = result.status == "success"
-        result.adversarial_text = " ".join(current)
-        result.queries = goal.queries
-        result.target = labels[0] if kind != "nontargeted" else reported_label(goal, gamma.labels, after)
-        result.rank_before, result.rank_after = goal.rank(before, result.target), goal.rank(after, result.target)
-        result.topk_after = goal.topk(after)
-        if kind == "nontargeted":
-            result.message = (result.message + "; " if result.message else "") + f"gamma={list(gamma.labels)}"
-        return result
+
+class BeamSearch(SearchMethod):
+    """Beam search by word importance: at each position every kept text (beam) is expanded with its
+    candidates, all of them scored in one oracle call, and the ``width`` texts that moved furthest toward the
+    goal since the original (their gains summed) are kept; a beam that does not change stays in the running.
+    The attack succeeds as soon as one kept text reaches the goal (the one that moved furthest among those
+    that do). Candidates are asked on each beam's current text; gains, tolerance and ties follow the greedy
+    search's rule, so ``width=1`` is ``GreedySearch(success_check="chosen")``.
+    """
+
+    def __init__(self, width: int = 4) -> None:
+        if width < 1:
+            raise ValueError(f"width must be >= 1; got {width}")
+        self.width = width
+
+    def run(self, attack: Attack, goal: TargetedGoal, state: SearchState, gamma: GoalTarget, order: list[int],
+            reference: Tensor) -> Generator[ScoreRequest, Tensor, Status]:
+        budget = attack.constraints.budget(state.num_words)
+        beams = [_Beam(state.copy(), reference, 0.0)]
+        try:
+            for pos in order:
+                if all(len(b.state.changes) >= budget for b in beams):
+                    return _adopt(state, beams[0], "change_budget")
+                expansions: list[tuple[int, str, str]] = []  # (beam, word, text), all beams' candidates at once
+                for i, b in enumerate(beams):
+                    if len(b.state.changes) < budget:
+                        words = attack.candidates(b.state, pos, b.state.current)
+                        expansions += [(i, w, b.state.replaced(pos, w)) for w in words]
+                if not expansions:
+                    continue
+                rows = yield from goal.request([t for _, _, t in expansions], gamma.labels)
+                pool = [(b.score, i, -1) for i, b in enumerate(beams)]  # a beam may stay as it is
+                tolerance = 0.0
+                for i, b in enumerate(beams):
+                    mine = [e for e, (owner, _, _) in enumerate(expansions) if owner == i]
+                    if mine:
+                        tol = goal.tolerance(b.reference)
+                        tolerance = max(tolerance, tol)
+                        gains = goal.progress(rows[mine], gamma, b.reference).tolist()
+                        pool += [(b.score + g, i, e) for e, g in zip(mine, gains, strict=True) if g > tol]
+                kept = _select(pool, self.width, tolerance)
+                new = [e for _, _, e in kept if e >= 0]
+                full: Tensor | None = None
+                try:
+                    if new:
+                        full = yield from goal.request([expansions[e][2] for e in new])
+                finally:  # kept even when the budget stops the full rows (their rows stay the parents')
+                    beams = [beams[i] if e < 0 else beams[i].expanded(
+                        pos, expansions[e][1], rows[e], score, None if full is None else full[new.index(e)])
+                        for score, i, e in kept]
+                won = [b for b in beams if b.state.changes and goal.is_success(b.state.row, gamma)]
+                if won:
+                    return _adopt(state, won[0], "success")
+        except BaseException:
+            _adopt(state, beams[0], None)
+            raise
+        return _adopt(state, beams[0], None)
+
+
+class _Beam:
+    """One text a beam search keeps: its state, its Γ row, and its summed gain since the original."""
+
+    def __init__(self, state: SearchState, reference: Tensor, score: float) -> None:
+        self.state, self.reference, self.score = state, reference, score
+
+    def expanded(self, position: int, word: str, reference: Tensor, score: float, row: Tensor | None) -> _Beam:
+        state = self.state.copy()
+        state.change(position, word, row)
+        return _Beam(state, reference, score)
+
+
+def _select(pool: list[tuple[float, int, int]], width: int, tolerance: float) -> list[tuple[float, int, int]]:
+    """The ``width`` best of ``pool`` (score first), best first; scores within ``tolerance`` of the best left
+    are ties, won by the earlier entry (as ``best_candidate`` decides for one text)."""
+    rest, chosen = list(pool), []
+    while rest and len(chosen) < width:
+        top = max(p[0] for p in rest)
+        chosen.append(rest.pop(next(j for j, p in enumerate(rest) if p[0] >= top - tolerance)))
+    return chosen
+
+
+def _adopt(state: SearchState, beam: _Beam, status: Status) -> Status:
+    """Make ``state`` the beam's text (the attack reports ``state``)."""
+    state.current[:] = beam.state.current
+    state.changes[:] = beam.state.changes
+    state.row = beam.state.row
+    return status
+
+
+def __getattr__(name: str) -> Any:
+    # GreedyWordSearch (the greedy attack with the paper's parts) was this module's; it is an Attack now
+    if name == "GreedyWordSearch":
+        from xmtc.attack.attack import GreedyWordSearch
+
+        return GreedyWordSearch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
