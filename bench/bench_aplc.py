@@ -71,7 +71,7 @@ def _run(num_labels: int, head_kind: str, args: argparse.Namespace, out: mp.Queu
         layer = APLCHead(args.hidden, num_labels, cutoffs=cutoffs)
 
         def step_loss(h, y):
-            return layer.loss(h, y, loss_head.pos_weight)
+            return layer.loss(h, y, loss_head)
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     times = []
     for step in range(args.steps + 2):

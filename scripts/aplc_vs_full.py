@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from xmtc.losses import LossHead
 from xmtc.models import APLCXLNet
 from xmtc.models.aplc_head import label_prior, prior_logit
 
@@ -38,12 +39,8 @@ class SigmoidHead(nn.Module):
         logits = self.layer(hidden).float()
         return logits if labels is None else logits[:, labels]
 
-    def loss(self, hidden: Tensor, targets: Tensor, pos_weight: Tensor, surrogate: str = "bce") -> Tensor:
-        from xmtc.losses import positive_and_negative_parts
-
-        pos, neg = positive_and_negative_parts(self(hidden), surrogate)
-        y = targets.float()
-        return (pos_weight * y * pos + (1.0 - y) * neg).mean()
+    def loss(self, hidden: Tensor, targets: Tensor, loss: LossHead) -> Tensor:
+        return loss(self(hidden), targets)
 
 
 def run(kind: str, args: argparse.Namespace) -> dict:

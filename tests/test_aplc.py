@@ -142,12 +142,19 @@ def test_label_prior_init_starts_every_score_at_its_training_frequency():
         APLCHead(16, 12, cutoffs=[4, 8]).init_label_prior(freqs, num_docs)
 
 
+def _unweighted(surrogate: str = "bce", num_labels: int = 12) -> NormalLoss:
+    """The normal loss head (every label weight 1) sized for ``num_labels``."""
+    loss = NormalLoss(surrogate=surrogate)
+    loss.resize(num_labels)
+    return loss
+
+
 def test_extreme_logits_stay_finite():
     head = _head()
     h = 1e4 * torch.randn(3, 16, dtype=torch.float64)
     logits = head(h)
     assert bool(torch.isfinite(logits).all())
-    assert bool(torch.isfinite(head.loss(h, _targets()[:3], torch.ones(12, dtype=torch.float64))).all())
+    assert bool(torch.isfinite(head.loss(h, _targets()[:3], _unweighted())).all())
 
 
 def test_forward_with_labels_equals_full_then_index():
@@ -204,7 +211,7 @@ def test_loss_matches_its_element_wise_definition(mode, loss_cls):
     w = loss.pos_weight.double()
     h = torch.randn(6, 16, dtype=torch.float64)
     y = _targets()
-    got = float(head.loss(h, y, w).detach())
+    got = float(head.loss(h, y, loss).detach())
     assert got == pytest.approx(_reference_loss(head, h, y, w, mode), rel=1e-9)
 
 
@@ -213,15 +220,15 @@ def test_tail_loss_only_on_rows_with_a_positive_in_the_cluster():
     y = _targets()
     assert not bool(y[:, 4:8].any())  # cluster 0 (labels 4..7) has no positive in the batch
     h = torch.randn(6, 16, dtype=torch.float64, requires_grad=True)
-    head.loss(h, y, torch.ones(12, dtype=torch.float64)).backward()
+    head.loss(h, y, _unweighted()).backward()
     assert all(p.grad is None for p in head.tails[0].parameters())  # never computed
     assert all(p.grad is not None for p in head.tails[1].parameters())
     # a row's loss does not depend on the tail clusters it has no positive in
     rows_in_last = y[:, 8:].any(dim=1)
-    before = head.loss(h, y, torch.ones(12, dtype=torch.float64))
+    before = head.loss(h, y, _unweighted())
     with torch.no_grad():
         head.tails[1][-1].weight.add_(1.0)
-    after = head.loss(h, y, torch.ones(12, dtype=torch.float64))
+    after = head.loss(h, y, _unweighted())
     assert rows_in_last.any() and not torch.isclose(before, after)
     assert torch.equal(head.active_clusters(y), torch.stack([y[:, 4:8].any(1), y[:, 8:].any(1)], dim=1))
 
@@ -244,15 +251,96 @@ def _bound(loss, stats, bounds):
     return loss.pos_weight
 
 
+def _focal_term(s: torch.Tensor, y: torch.Tensor, w: torch.Tensor | float) -> torch.Tensor:
+    """A focal loss term (Lin et al., 2017, gamma 2) of one logit, written from its definition."""
+    p = torch.sigmoid(s)
+    return -(w * y * (1 - p) ** 2 * torch.log(p) + (1 - y) * p ** 2 * torch.log(1 - p))
+
+
+def _bce_term(s: torch.Tensor, y: torch.Tensor, w: torch.Tensor | float) -> torch.Tensor:
+    p = torch.sigmoid(s)
+    return -(w * y * torch.log(p) + (1 - y) * torch.log(1 - p))
+
+
+class _FocalLoss(PWLoss):
+    """A loss head with terms of its own (vectorised and stable, unlike ``_focal_term``)."""
+
+    def terms(self, logits, targets, weight=1.0):
+        p = torch.sigmoid(logits)
+        y = targets.to(p.dtype)
+        return weight * y * (1 - p) ** 2 * F.softplus(-logits) + (1 - y) * p ** 2 * F.softplus(logits)
+
+
+class _AffineLoss(PWLoss):
+    """Every term of the PW loss times 3, plus 0.5: a mean of such terms is 3 * the PW loss + 0.5."""
+
+    def terms(self, logits, targets, weight=1.0):
+        return 3.0 * super().terms(logits, targets, weight) + 0.5
+
+
+def _reference_loss_of_terms(head: APLCHead, h: torch.Tensor, y: torch.Tensor, w: torch.Tensor, mode: str,
+                             term) -> float:
+    """The APLC loss from its definition for any element-wise ``term(logit, y, w)``, row by row: shortlist
+    labels weighted, roots with weight 1 (target: the cluster is active; joint: only on inactive rows), the
+    labels of active clusters on the logit of their score (joint: of sigmoid(root) * sigmoid(tail))."""
+    z = head.head(h)
+    s, bounds = head.shortlist, head.bounds
+    total = 0.0
+    for b in range(h.shape[0]):
+        terms = [term(z[b, j], y[b, j], w[j]) for j in range(s)]
+        for c in range(head.num_clusters):
+            lo, hi = bounds[c + 1], bounds[c + 2]
+            r = z[b, s + c]
+            active = bool(y[b, lo:hi].sum() > 0)
+            if mode == "conditional" or not active:
+                terms.append(term(r, float(active), 1.0))
+            if not active:
+                continue
+            t = head.tails[c](h[b:b + 1])[0]
+            for j in range(lo, hi):
+                if mode == "joint":
+                    p = torch.sigmoid(r) * torch.sigmoid(t[j - lo])
+                    logit = torch.log(p) - torch.log(1 - p)
+                else:
+                    logit = t[j - lo]
+                terms.append(term(logit, y[b, j], w[j]))
+        total += float(sum(terms).detach()) / len(terms)
+    return total / h.shape[0]
+
+
+@pytest.mark.parametrize("mode", ["joint", "conditional"])
+def test_a_loss_head_with_terms_of_its_own_changes_aplc_as_it_changes_the_full_layer(mode):
+    head = _head(mode)
+    stats = _stats(FREQS)
+    h = torch.randn(6, 16, dtype=torch.float64)
+    y = _targets()
+    pw, focal, affine = PWLoss(), _FocalLoss(), _AffineLoss()
+    for loss in (pw, focal, affine):
+        loss.bind(stats, groups=head.bounds)
+    w = pw.pos_weight.double()
+    # the reference for any term is the one from the APLC definition when the term is cross-entropy
+    assert _reference_loss_of_terms(head, h, y, w, mode, _bce_term) == pytest.approx(
+        _reference_loss(head, h, y, w, mode), rel=1e-9)
+    # a focal loss head: APLC and the full sigmoid layer both apply its terms
+    assert float(head.loss(h, y, focal).detach()) == pytest.approx(
+        _reference_loss_of_terms(head, h, y, w, mode, _focal_term), rel=1e-9)
+    logits = 3 * torch.randn(6, 12, dtype=torch.float64)
+    full_focal = torch.stack([_focal_term(logits[b, j], y[b, j], w[j]) for b in range(6) for j in range(12)]).mean()
+    assert float(focal(logits, y)) == pytest.approx(float(full_focal), rel=1e-5)  # forward runs in float32
+    # terms changed by an affine map change both losses by that map (every loss is a mean of terms)
+    assert float(head.loss(h, y, affine).detach()) == pytest.approx(3 * float(head.loss(h, y, pw).detach()) + 0.5,
+                                                                    rel=1e-12)
+    assert float(affine(logits, y)) == pytest.approx(3 * float(pw(logits, y)) + 0.5, rel=1e-6)
+
+
 def test_joint_loss_needs_cross_entropy():
     from xmtc.losses import NormalLoss as N
 
     head = _head()
     with pytest.raises(ValueError, match="conditional"):
-        head.loss(torch.randn(2, 16, dtype=torch.float64), _targets()[:2], torch.ones(12), surrogate="squared_hinge")
+        head.loss(torch.randn(2, 16, dtype=torch.float64), _targets()[:2], _unweighted("squared_hinge"))
     cond = _head("conditional")
-    value = cond.loss(torch.randn(2, 16, dtype=torch.float64), _targets()[:2], torch.ones(12, dtype=torch.float64),
-                      surrogate="squared_hinge")
+    value = cond.loss(torch.randn(2, 16, dtype=torch.float64), _targets()[:2], _unweighted("squared_hinge"))
     assert math.isfinite(float(value.detach()))
     assert N(surrogate="squared_hinge").surrogate == "squared_hinge"
 
@@ -276,6 +364,19 @@ def test_model_weights_are_bound_per_cluster(tokenizer):
     model = _model(tokenizer, loss=PWLoss())
     w = model.loss.pos_weight
     assert [round(float(w[a:b].mean()), 6) for a, b in ((0, 4), (4, 8), (8, 12))] == [1.0, 1.0, 1.0]
+
+
+def test_model_loss_is_its_loss_heads(tokenizer):
+    texts = ["milk cheese butter cows", "The council adopted the regulation on fishing quotas .", "tax"]
+    y = torch.zeros(3, 12)
+    y[0, [0, 5]] = 1.0
+    y[1, 10] = 1.0
+    y[2, 2] = 1.0
+    with single_thread():
+        pw, affine = (_model(tokenizer, loss=loss).eval() for loss in (PWLoss(), _AffineLoss()))
+        loss_pw, _ = pw.compute_loss(pw.encode(texts), y)
+        loss_affine, _ = affine.compute_loss(affine.encode(texts), y)
+    assert float(loss_affine) == pytest.approx(3 * float(loss_pw) + 0.5, rel=1e-5)
 
 
 def test_model_scores_subsets_and_padding(tokenizer):

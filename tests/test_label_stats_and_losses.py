@@ -1,4 +1,4 @@
-"""Label statistics and loss heads against direct element-wise formulas (NOTES §3)."""
+"""Label statistics and loss heads against direct element-wise formulas (paper eq. 4.6, §4.3.2)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,20 @@ def test_loss_heads_equal_elementwise_formula(head, surrogate):
     logits = torch.randn(7, len(freqs), generator=g) * 3
     y = (torch.rand(7, len(freqs), generator=g) < 0.4).float()
     assert loss(logits, y).item() == pytest.approx(_direct(logits, y, w, surrogate).item(), rel=1e-5)
+
+
+def test_terms_are_element_wise_with_weight_one_by_default():
+    stats = _stats([300, 40, 2])
+    pw = PWLoss()
+    pw.bind(stats)
+    logits = torch.tensor([[0.3, -1.2, 2.0], [-0.5, 0.0, 4.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    p = torch.sigmoid(logits)
+    w = pw.weights().double()
+    expected = -(w * y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    torch.testing.assert_close(pw.terms(logits, y, pw.weights()), expected)  # in the logits' dtype
+    torch.testing.assert_close(pw.terms(logits, y), -(y * torch.log(p) + (1 - y) * torch.log(1 - p)))
+    torch.testing.assert_close(pw.weights(slice(1, 3)), pw.pos_weight[1:])
 
 
 def test_only_positive_part_is_reweighted():

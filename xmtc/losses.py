@@ -2,9 +2,13 @@
 
     l(y, s) = sum_j  w_j * y_j * l+(s_j)  +  (1 - y_j) * l-(s_j)
 
-Only the positive part is reweighted (Qaraei et al., 2021; NOTES §3). The surrogate is binary
+Only the positive part is reweighted (paper §4.3.2; Qaraei et al., 2021). The surrogate is binary
 cross-entropy on logits or the squared hinge. Weights come from the training label statistics and
 live in a buffer, so a checkpoint carries the exact weights it was trained with.
+
+``LossHead.terms`` is the one place the formula is written: the full sigmoid layer (``forward``) and
+every part of the APLC output layer (``xmtc.models.aplc_head``) take their element-wise terms from it,
+so a subclass that overrides ``terms`` (a focal loss, say) changes both models the same way.
 """
 
 from __future__ import annotations
@@ -72,20 +76,32 @@ class LossHead(nn.Module):
         """Allocate the weight buffer before a checkpoint's state is loaded into it."""
         self.pos_weight = torch.ones(num_labels, device=self.pos_weight.device)
 
-    def forward(self, logits: Tensor, targets: Tensor, label_index: Tensor | None = None) -> Tensor:
-        """Mean loss over rows and labels.
+    def weights(self, label_index: Tensor | slice | None = None) -> Tensor:
+        """The positive weights of all labels, or of those ``label_index`` selects (a column subset)."""
+        return self.pos_weight if label_index is None else self.pos_weight[label_index]
+
+    def terms(self, logits: Tensor, targets: Tensor, weight: Tensor | float = 1.0) -> Tensor:
+        """Element-wise ``weight * y * l+(s) + (1 - y) * l-(s)``, the shape of ``logits``.
+
+        ``weight`` broadcasts over the last (label) dimension: ``self.weights(...)`` for labels, 1.0 for
+        terms that are no label (APLC's cluster root nodes). Computed in the dtype of ``logits``.
+        """
+        pos, neg = positive_and_negative_parts(logits, self.surrogate)
+        y = targets.to(pos.dtype)
+        return weight * y * pos + (1.0 - y) * neg
+
+    def forward(self, logits: Tensor, targets: Tensor, label_index: Tensor | slice | None = None) -> Tensor:
+        """Mean loss over rows and labels, computed in float32.
 
         ``label_index`` selects the weights of a subset of labels (the columns of ``logits``), for
-        heads that score only part of the label space at a time (APLC clusters).
+        heads that score only part of the label space at a time.
         """
         if logits.shape != targets.shape:
             raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
-        w = self.pos_weight if label_index is None else self.pos_weight[label_index]
+        w = self.weights(label_index)
         if w.numel() != logits.shape[-1]:
             raise ValueError(f"loss head has {w.numel()} label weights, logits have {logits.shape[-1]} labels")
-        pos, neg = positive_and_negative_parts(logits.float(), self.surrogate)
-        y = targets.to(pos.dtype)
-        return (w * y * pos + (1.0 - y) * neg).mean()
+        return self.terms(logits.float(), targets, w).mean()
 
 
 class NormalLoss(LossHead):

@@ -173,7 +173,7 @@ class APLCXLNet(XMTCModule):
     def compute_loss(self, inputs: dict[str, Tensor], targets: Tensor) -> tuple[Tensor, Tensor]:
         """APLC loss; the full (B, L) logits only outside training (metrics), else an empty (B, 0) stand-in."""
         hidden = self.summarise(inputs)
-        loss = self.head.loss(hidden, targets, self.loss.pos_weight, self.loss.surrogate)
+        loss = self.head.loss(hidden, targets, self.loss)
         if self.training:
             return loss, hidden.new_zeros(hidden.shape[0], 0)
         with torch.no_grad():

@@ -21,7 +21,8 @@ nodes, plus the labels of each cluster the row is active in. Two forms of the ta
   "some label of the cluster is positive" on every row, and the tail logits are trained as
   p(label | cluster) on active rows. Works with any surrogate (BCE or squared hinge).
 
-Positive terms carry the loss head's per-label weights (normal / PW / PW-cb); see ``docs/aplc.md``.
+Every term is the loss head's (``LossHead.terms``): positive terms carry its per-label weights (normal / PW /
+PW-cb), and a loss head with terms of its own changes APLC as it changes a full sigmoid layer; see ``docs/aplc.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmtc.losses import Surrogate, positive_and_negative_parts
+from xmtc.losses import LossHead
 
 TailLoss = Literal["joint", "conditional"]
 
@@ -196,14 +197,19 @@ class APLCHead(nn.Module):
         counts = cum[:, self._bounds[2:]] - cum[:, self._bounds[1:-1]]
         return counts > 0
 
-    def loss(self, hidden: Tensor, targets: Tensor, pos_weight: Tensor, surrogate: Surrogate = "bce") -> Tensor:
+    def loss(self, hidden: Tensor, targets: Tensor, loss: LossHead) -> Tensor:
         """Mean over rows of (sum of a row's loss terms) / (number of its terms); tail clusters on active rows only.
 
-        ``pos_weight`` (L,) weights the positive terms of the labels; root nodes have weight 1.
+        Every term comes from ``loss.terms``, with the label weights ``loss.weights`` (bound per cluster, see
+        ``LossHead.bind``); root nodes have weight 1. A joint tail's terms are those of the product
+        probability's logit.
         """
         if targets.shape != (hidden.shape[0], self.num_labels):
             raise ValueError(f"targets {tuple(targets.shape)}: expected ({hidden.shape[0]}, {self.num_labels})")
-        if self.tail_loss == "joint" and surrogate != "bce":
+        if loss.pos_weight.numel() != self.num_labels:
+            raise ValueError(f"loss head has {loss.pos_weight.numel()} label weights, the APLC head {self.num_labels} "
+                             "labels")
+        if self.tail_loss == "joint" and loss.surrogate != "bce":
             raise ValueError("the joint APLC tail loss is a cross-entropy of probabilities; use surrogate='bce' "
                              "or tail_loss='conditional'")
         head = _full(self.head(hidden))
@@ -211,15 +217,13 @@ class APLCHead(nn.Module):
         active = self.active_clusters(y)
         act = active.to(head.dtype)
 
-        pos, neg = positive_and_negative_parts(head[:, :self.shortlist], surrogate)
-        yh = y[:, :self.shortlist]
-        row_loss = (pos_weight[:self.shortlist] * yh * pos + (1.0 - yh) * neg).sum(dim=1)
+        row_loss = loss.terms(head[:, :self.shortlist], y[:, :self.shortlist],
+                              loss.weights(slice(0, self.shortlist))).sum(dim=1)
         roots = head[:, self.shortlist:]
-        pos_r, neg_r = positive_and_negative_parts(roots, surrogate)
-        if self.tail_loss == "conditional":
-            row_loss = row_loss + (act * pos_r + (1.0 - act) * neg_r).sum(dim=1)
-        else:  # on active rows the root learns through the product below
-            row_loss = row_loss + ((1.0 - act) * neg_r).sum(dim=1)
+        if self.tail_loss == "conditional":  # the root: "some label of the cluster is positive", on every row
+            row_loss = row_loss + loss.terms(roots, act).sum(dim=1)
+        else:  # its negative term on inactive rows; on active rows the root learns through the product below
+            row_loss = row_loss + ((1.0 - act) * loss.terms(roots, torch.zeros_like(act))).sum(dim=1)
         sizes = head.new_tensor(self.cluster_sizes)
         root_terms = self.num_clusters - (act.sum(dim=1) if self.tail_loss == "joint" else 0.0)
         n_terms = self.shortlist + root_terms + act @ sizes
@@ -230,11 +234,8 @@ class APLCHead(nn.Module):
                 continue
             lo, hi = self.bounds[i + 1], self.bounds[i + 2]
             t = _full(tail(hidden[rows]))
-            if self.tail_loss == "conditional":
-                pos_t, neg_t = positive_and_negative_parts(t, surrogate)
-            else:
-                pos_t, neg_t = joint_parts(roots[rows, i:i + 1], t)
-            yt = y[rows, lo:hi]
-            cluster_loss = (pos_weight[lo:hi] * yt * pos_t + (1.0 - yt) * neg_t).sum(dim=1)
+            if self.tail_loss == "joint":
+                t = product_logit(roots[rows, i:i + 1], t)
+            cluster_loss = loss.terms(t, y[rows, lo:hi], loss.weights(slice(lo, hi))).sum(dim=1)
             row_loss = row_loss.index_add(0, rows, cluster_loss)
         return (row_loss / n_terms).mean()
