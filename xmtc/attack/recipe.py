@@ -8,14 +8,18 @@ The CLI subcommand, the robustness callback, the study and the benchmarks all go
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
 
+from xmtc.attack.attack import Attack, describe
 from xmtc.attack.base import AttackResult
+from xmtc.attack.constraints import Constraint, MinSimilarity, default_constraints
 from xmtc.attack.goal import TargetedGoal
-from xmtc.attack.search import GreedyWordSearch
+from xmtc.attack.importance import importance_method
+from xmtc.attack.search import GreedySearch, SearchMethod
+from xmtc.attack.transformation import WordSubstitution
 from xmtc.errors import UserError
 
 SimilarityMeasure = Literal["cosine", "angular", "arccos"]
@@ -34,11 +38,13 @@ class AttackSettings:
             lower-cased, with the changes put back; success tested on every candidate, the first that
             succeeds ending the attack; the masked LM asked on the original document. docs/attack.md
             lists what remains different.
-        kinds: ``positive`` and/or ``negative`` targeted attacks.
+        kinds: ``positive`` and/or ``negative`` targeted attacks, and/or ``nontargeted`` ones (the target is a
+            document's true labels; success when one correctly predicted label leaves the top-k).
         k: size of the predicted top-k set.
         max_change_rate: θ, the largest share of words that may change.
         query_budget: largest number of target-model queries per attacked example (None: no limit).
-        importance: ``mask`` (black box, paper) or ``gradient`` (white box, AttentionXML).
+        importance: ``mask`` (black box, paper), ``deletion`` (black box, the word left out) or ``gradient``
+            (white box: a model with ``word_gradients``, such as AttentionXML).
         mask_token: what replaces a word for importance; null deletes it instead.
         masked_lm: Hugging Face masked LM name or local path for substitutions.
         candidates: K substitutions per word.
@@ -61,14 +67,24 @@ class AttackSettings:
         batch_size: texts per target-model forward pass.
         documents_at_once: documents attacked together, their texts sharing forward passes (results are
             written after each group).
+        min_similarity: keep only candidates whose text stays at least this similar to the original
+            (``encoder``, ``similarity_measure``), checked during the search (``MinSimilarity``); null: only the
+            post-hoc threshold ``similarity_threshold`` of the reports, as in the paper.
+        transformation: the substitutions as a part (``class_path``/``init_args``, e.g.
+            ``xmtc.attack.word_vectors.WordVectorNeighbours``); null: the masked LM of ``masked_lm``,
+            ``candidates`` and ``mlm_mode``.
+        search: the search method as a part (``xmtc.attack.search.GreedySearch`` or ``BeamSearch``); null: the
+            profile's greedy search.
+        constraints: more constraints (``xmtc.attack.constraints``) besides the paper's (stop words,
+            ``max_change_rate``, no word changed twice).
     """
 
     profile: AttackProfile = "algorithm1"
-    kinds: list[Literal["positive", "negative"]] = field(default_factory=lambda: ["positive"])
+    kinds: list[Literal["positive", "negative", "nontargeted"]] = field(default_factory=lambda: ["positive"])
     k: int = 5
     max_change_rate: float = 0.1
     query_budget: int | None = None
-    importance: Literal["mask", "gradient"] = "mask"
+    importance: Literal["mask", "deletion", "gradient"] = "mask"
     mask_token: str | None = "[UNK]"
     masked_lm: str = "bert-base-cased"
     candidates: int = 48
@@ -85,6 +101,25 @@ class AttackSettings:
     seed: int = 0
     batch_size: int = 64
     documents_at_once: int = 8
+    min_similarity: float | None = None
+    transformation: WordSubstitution | None = None
+    search: SearchMethod | None = None
+    constraints: list[Constraint] = field(default_factory=list)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings as JSON data (run.json), parts as ``{"class_path", "init_args"}``. Options added with the
+        parts are left out while unset, so a run directory of an earlier xmtc still resumes."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _PARTS_DEFAULTS and value == _PARTS_DEFAULTS[f.name]:
+                continue
+            out[f.name] = describe(value) if f.name in _PARTS_DEFAULTS else (list(value) if isinstance(value, list)
+                                                                             else value)
+        return out
+
+
+_PARTS_DEFAULTS: dict[str, Any] = {"min_similarity": None, "transformation": None, "search": None, "constraints": []}
 
 
 def load_encoder(settings: AttackSettings, device: str = "cpu") -> Any:
@@ -164,17 +199,38 @@ def fit_to_model(model: Any, text: str) -> tuple[str, str]:
 
 
 
-def build_search(scorer: Any, transformation: Any, settings: AttackSettings) -> GreedyWordSearch:
-    """The greedy search the settings describe, with a goal of its own, for ``scorer``."""
+def build_transformation(settings: AttackSettings, device: str = "cpu") -> WordSubstitution:
+    """The settings' transformation on ``device``: their part, or the masked LM they name."""
+    if settings.transformation is not None:
+        return settings.transformation.to(device)
+    from xmtc.attack.transformation import MaskedLMSubstitution
+
+    return MaskedLMSubstitution(settings.masked_lm, k=settings.candidates, mode=settings.mlm_mode,
+                                batch_size=settings.batch_size, device=device)
+
+
+def build_search(scorer: Any, transformation: Any, settings: AttackSettings, encoder: Any = None) -> Attack:
+    """The attack the settings describe, with a goal of its own, for ``scorer``: the profile's greedy search
+    (or the settings' search part), the paper's constraints plus the settings' own, and ``MinSimilarity`` with
+    ``encoder`` when ``min_similarity`` is set."""
     paper = settings.profile == "paper"
     goal = TargetedGoal(scorer, k=settings.k, batch_size=settings.batch_size, query_budget=settings.query_budget)
-    return GreedyWordSearch(goal, transformation, max_change_rate=settings.max_change_rate,
-                            mask_token=settings.mask_token, importance=settings.importance,
-                            success_check="every" if paper else "chosen",
-                            candidates_from="original" if paper else "current")
+    search = settings.search if settings.search is not None else GreedySearch(
+        success_check="every" if paper else "chosen", candidates_from="original" if paper else "current")
+    constraints = [*default_constraints(settings.max_change_rate), *settings.constraints]
+    if settings.min_similarity is not None:
+        constraints.append(MinSimilarity(settings.min_similarity, settings.similarity_measure, encoder))
+    for c in constraints:
+        if isinstance(c, MinSimilarity) and c.encoder is None:
+            if encoder is None:
+                raise UserError("a minimum similarity during the search needs a sentence encoder: set "
+                                "settings.encoder (and encoder_path)")
+            c.encoder = encoder
+    return Attack(goal, transformation, constraints=constraints,
+                  importance=importance_method(settings.importance, settings.mask_token), search=search)
 
 
-def attack_documents(search: GreedyWordSearch, model: Any, documents: Sequence[str],
+def attack_documents(search: Attack, model: Any, documents: Sequence[str],
                      targets: Sequence[tuple[int | list[int], str]], settings: AttackSettings,
                      encoder: Any) -> list[AttackResult]:
     """Attack documents together (their texts share forward passes), each cut to what the model reads, and
