@@ -204,6 +204,7 @@ class MaskedLMSubstitution(WordSubstitution):
         self.mode = mode
         self.batch_size = batch_size
         self.device = torch.device(device)
+        self.local_files_only = local_files_only
         local_files_only = local_files_only or hub_offline()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
