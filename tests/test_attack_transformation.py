@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from tiny_models import ACTS, BODIES, OBJECTS, SECTORS, VERBS, build_tiny_mlm, s
 
 from xmtc.attack.base import Transformation
 from xmtc.attack.stopwords import is_stop_word
-from xmtc.attack.transformation import _WORD_RE, MaskedLMSubstitution, match_case, split_word
+from xmtc.attack.transformation import _WORD_RE, MaskedLMSubstitution, WordSubstitution, match_case, split_word
 
 SENTENCE = "The Council adopted the regulation on fishing quotas."
 BUILD_TIMES: dict[str, float] = {}
@@ -228,3 +228,37 @@ def test_errors(mlm: MaskedLMSubstitution, tmp_path: Path) -> None:
         mlm.top_k_recall(["the on of"], k=5, sample_positions=3, seed=0)
     assert mlm.candidates([], []) == []
     assert mlm.candidates(["--", "2013", "the"], [0, 1, 2]) == [[], [], []]
+
+
+class _RecordingSubstitution(WordSubstitution):
+    """A substitution whose raw words are fixed per core; records what the base asks it for."""
+
+    def __init__(self, table: dict[str, list[str]], k: int) -> None:
+        super().__init__(k)
+        self.table = table
+        self.asked: list[list[int]] = []
+
+    def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
+        self.asked.append(list(positions))
+        return [list(self.table.get(split_word(words[p]).core, [])) for p in positions]
+
+
+def test_word_substitution_base_does_the_surface_work() -> None:
+    raw = ["Directive", "regulation", "directive", "decision", "EU", "Proposal", "rule"]
+    sub = _RecordingSubstitution({"Regulation": raw, "regulation": raw, "REGULATION": raw, "x2": ["y3"]}, k=3)
+    assert isinstance(sub, Transformation) and sub.to("cpu") is sub
+    words = ["The", "(Regulation),", "on", "regulation.", "REGULATION", "--", "x2", "unknown"]
+    cands = sub.candidates(words, [7, 1, 0, 3, 1, 4, 5, 6])
+    # one call, distinct attackable positions in the order asked (stop word, punctuation-only word skipped)
+    assert sub.asked == [[7, 1, 3, 4, 6]]
+    assert cands[0] == []  # "unknown": no raw words
+    assert cands[1] == cands[4] == ["(Directive),", "(Decision),", "(EU),"]  # original dropped, case-matched
+    assert cands[2] == cands[6] == []
+    assert cands[3] == ["directive.", "decision.", "EU."]  # duplicates by case dropped; the acronym kept
+    assert cands[5] == ["DIRECTIVE", "DECISION", "EU"]
+    assert cands[7] == ["y3"]  # the base does no vocabulary filtering: that is the subclass's job
+    assert sub.candidates(words, [0, 2]) == [[], []] and sub.asked[-1] == []  # asked even with nothing to do
+    with pytest.raises(IndexError):
+        sub.candidates(words, [8])
+    with pytest.raises(ValueError, match="k must be"):
+        _RecordingSubstitution({}, k=0)
