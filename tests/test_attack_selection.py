@@ -294,3 +294,200 @@ def test_negative_sampling_at_30k_labels_is_fast_and_small(use_clusters):
     if use_clusters:
         member = truth[d].toarray() & (clusters[None, :] == clusters[t][:, None])
         assert member.any(axis=1).all()
+
+
+# -- one selection for the attack command and the robustness callback (choose_pairs) --
+# The former paths below are AttackRun.choose_pairs and RobustnessCallback._choose_jobs as they were before
+# choose_pairs replaced them (their draws written out with the same primitives): the refactor must keep every
+# pair, so the demo's figures and the robustness curves stay as they were.
+
+def _former_cli_pairs(tops, labels, stats, s, clusters):
+    n_labels = len(stats)
+    allowed = None if s.labels is None else stats.indices_of(s.labels)
+    keys = [set(map(tuple, positive_pairs(t, labels, n_labels))) for t in tops]
+    pos = np.array(sorted(set.intersection(*keys)), dtype=np.int64).reshape(-1, 2)
+    pos = pos if allowed is None else pos[np.isin(pos[:, 1], allowed)]
+    bins = frequency_bins(stats.freqs, pos[:, 1], s.min_labels_per_bin)
+    label_bin = bin_of(stats.freqs, bins)
+    chosen, empty = {}, {}
+    if "positive" in s.kinds:
+        chosen["positive"], _ = sample_per_bin(pos, label_bin, len(bins), s.samples_per_bin, s.seed)
+    if "negative" in s.kinds:
+        sample = sample_negative_pairs(list(tops), labels, n_labels, label_bin, len(bins), s.samples_per_bin or 200,
+                                       s.seed + 1, clusters=clusters, allowed=allowed)
+        chosen["negative"] = sample.pairs
+        if sample.empty_bins:
+            empty["negative"] = [bins[b].name for b in sample.empty_bins]
+    return chosen, bins, empty
+
+
+def _former_callback_jobs(top, docs, labels, stats, s, bins, clusters):
+    """(kind, document, target, bin) in job order, from the top-k of the callback's documents ``docs``."""
+    n_labels, nb = len(stats), len(bins)
+    allowed = None if s.labels is None else stats.indices_of(s.labels)
+    label_bin = bin_of(stats.freqs, bins)
+    doc_labels = [labels[d] for d in docs]
+    rng = np.random.default_rng(s.seed)
+    per_kind = {}
+    if "positive" in s.kinds:
+        pos = positive_pairs(top, doc_labels, n_labels)
+        pos = pos if allowed is None else pos[np.isin(pos[:, 1], allowed)]
+        per_kind["positive"] = []
+        for b in range(nb):
+            pairs = pos[label_bin[pos[:, 1]] == b]
+            if s.samples_per_bin is not None and len(pairs) > s.samples_per_bin:
+                pairs = pairs[np.sort(rng.choice(len(pairs), s.samples_per_bin, replace=False))]
+            per_kind["positive"].append(pairs)
+    if "negative" in s.kinds:
+        per_kind["negative"] = sample_negative_pairs([top], doc_labels, n_labels, label_bin, nb,
+                                                     s.samples_per_bin or 200, s.seed, clusters=clusters,
+                                                     allowed=allowed, equal=False).by_bin()
+    jobs = []
+    for j in range(max(len(p) for per_bin in per_kind.values() for p in per_bin)):
+        for kind in s.kinds:
+            for b, pairs in enumerate(per_kind[kind]):
+                if j < len(pairs):
+                    jobs.append((kind, int(docs[pairs[j, 0]]), int(pairs[j, 1]), b))
+    return jobs
+
+
+class _CentroidClassifier:
+    """A real, fast multilabel classifier: cosine of a text's TF-IDF with each label's summed training TF-IDF."""
+
+    def __init__(self, train_texts, train_labels, stats, sublinear: bool) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.label_stats = stats
+        self.vectorizer = TfidfVectorizer(sublinear_tf=sublinear, max_features=20_000, dtype=np.float32)
+        x = self.vectorizer.fit_transform(train_texts)
+        self.reps = label_representations(x, train_labels, len(stats)).T.tocsr().astype(np.float32)
+        self.calls = []
+
+    def score_texts(self, texts, batch_size: int = 64, labels=None, logits: bool = False) -> torch.Tensor:
+        self.calls.append((len(texts), batch_size))
+        return torch.from_numpy((self.vectorizer.transform(texts) @ self.reps).toarray())
+
+
+@pytest.fixture(scope="module")
+def demo_problem():
+    """Two centroid classifiers of the bundled EURLEX57K demo subset, with its first 300 test documents."""
+    from toydata import DEMO
+
+    from xmtc.attack.selection import label_clusters
+    from xmtc.data.label_stats import LabelStats
+    from xmtc.data.readers import read_split
+
+    train, test = read_split(DEMO, "train"), read_split(DEMO, "test")
+    ids = sorted({lab for y in train.labels for lab in y})
+    index = {lab: i for i, lab in enumerate(ids)}
+    train_labels = [np.array([index[x] for x in y], dtype=np.int64) for y in train.labels]
+    freqs = np.bincount(np.concatenate(train_labels), minlength=len(ids))
+    stats = LabelStats(ids, [f"label {lab}" for lab in ids], freqs, len(train_labels), 0.55, 1.5)
+    texts = test.texts[:300]
+    labels = [np.array([index[x] for x in y if x in index], dtype=np.int64) for y in test.labels[:300]]
+    models = [_CentroidClassifier(train.texts, train_labels, stats, sublinear) for sublinear in (True, False)]
+    clusters = label_clusters(train.texts, train_labels, len(ids), seed=3)  # the settings' seed
+    return stats, texts, labels, models, clusters, (train.texts, train_labels)
+
+
+def _settings(**changes):
+    from xmtc.attack.recipe import AttackSettings
+
+    base = dict(kinds=["positive", "negative"], k=5, min_labels_per_bin=15, samples_per_bin=6, seed=3,
+                negative_clusters=False, batch_size=50)
+    return AttackSettings(**{**base, **changes})
+
+
+def _requested_labels(stats, top, labels):
+    """Settings asking for 12 correctly predicted labels of spread frequencies, by id and by upper-cased name."""
+    targets = np.unique(positive_pairs(top, labels, len(stats))[:, 1])
+    spread = targets[np.argsort(stats.freqs[targets], kind="stable")][np.linspace(0, len(targets) - 1, 12).astype(int)]
+    return _settings(min_labels_per_bin=4, labels=[stats.label_ids[i] for i in spread[::2]]
+                     + [stats.label_names[i].upper() for i in spread[1::2]])
+
+
+CLI_CASES = {
+    "one model": (1, {}),
+    "two models, clusters": (2, {"negative_clusters": True}),
+    "every correct pair, 200 negatives per bin": (2, {"samples_per_bin": None, "min_labels_per_bin": 40}),
+    "requested labels": (1, {"labels": None}),  # filled with the demo's commonest correct labels below
+}
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_choose_pairs_draws_what_the_attack_command_drew(demo_problem, case):
+    from xmtc.attack.selection import choose_pairs, predicted_topk_of
+
+    stats, texts, labels, models, clusters, _ = demo_problem
+    n_models, changes = CLI_CASES[case]
+    s = _settings(**changes)
+    tops = [predicted_topk_of(m, texts, s.k, s.batch_size) for m in models[:n_models]]
+    if case == "requested labels":
+        s = _requested_labels(stats, tops[0], labels)
+    cl = clusters if s.negative_clusters else None
+    want, want_bins, want_empty = _former_cli_pairs(tops, labels, stats, s, cl)
+    allowed = None if s.labels is None else stats.indices_of(s.labels)
+    got = choose_pairs(tops, labels, stats, s.kinds, samples_per_bin=s.samples_per_bin,
+                       min_labels_per_bin=s.min_labels_per_bin, seed=s.seed, allowed=allowed, clusters=cl)
+    assert got.bins == want_bins and len(want_bins) >= 2
+    assert list(got.pairs) == list(want)
+    for kind in want:
+        assert len(want[kind]) > 0 and np.array_equal(got.pairs[kind], want[kind]), kind
+    assert got.empty_bins == want_empty
+    assert np.array_equal(got.label_bin, bin_of(stats.freqs, want_bins))
+    for kind, pairs in got.pairs.items():  # grouped by bin, in bin order
+        assert np.all(np.diff(got.pair_bins(kind)) >= 0) and sum(map(len, got.by_bin(kind))) == len(pairs)
+
+
+CALLBACK_CASES = {
+    "positive and negative": {},
+    "negative with clusters, all positives": {"negative_clusters": True, "samples_per_bin": None},
+    "negative first, requested labels": {"kinds": ["negative", "positive"], "labels": ["label 2897", "1644"]},
+}
+
+
+@pytest.mark.parametrize("case", CALLBACK_CASES)
+def test_the_robustness_callback_draws_what_it_drew(demo_problem, case):
+    from types import SimpleNamespace
+
+    from xmtc.attack.selection import predicted_topk_of
+    from xmtc.callbacks.robustness import RobustnessCallback
+
+    stats, texts, labels, models, clusters, _ = demo_problem
+    s = _settings(**CALLBACK_CASES[case])
+    cb = RobustnessCallback(settings=s, max_bins=3, max_documents=200)
+    cb._clusters = clusters  # what it computes from the datamodule's training split
+    val = SimpleNamespace(texts=texts, labels=labels)
+    trainer = SimpleNamespace(val_dataloaders=SimpleNamespace(dataset=val), datamodule=None)
+    model = models[0]
+    for _evaluation in range(2):  # the second evaluation keeps the first one's documents and bins
+        model.calls.clear()
+        jobs = cb._choose_jobs(trainer, model)
+        assert model.calls and all(bs == s.batch_size and n <= s.batch_size for n, bs in model.calls)
+        top = predicted_topk_of(model, [texts[d] for d in cb._docs], s.k, s.batch_size)
+        want = _former_callback_jobs(top, cb._docs, labels, stats, s, cb._bins,
+                                     clusters if s.negative_clusters else None)
+        assert [(j.kind, j.doc, j.target, j.bin) for j in jobs] == want
+        assert [j.order for j in jobs] == list(range(len(jobs))) and len(cb._docs) == 200
+        assert {j.kind for j in jobs} == set(s.kinds)
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_the_former_command_path_is_the_runner_s(demo_problem, case, tmp_path):
+    """While runner.py still has it: the former path above is AttackRun.choose_pairs, draw for draw."""
+    from xmtc.attack.runner import AttackRun
+    from xmtc.attack.selection import predicted_topk_of
+
+    stats, texts, labels, models, clusters, train = demo_problem
+    n_models, changes = CLI_CASES[case]
+    s = _settings(**changes)
+    if case == "requested labels":
+        s = _requested_labels(stats, predicted_topk_of(models[0], texts, s.k, s.batch_size), labels)
+    run = AttackRun({f"m{i}": m for i, m in enumerate(models[:n_models])}, texts, labels,
+                    [str(i) for i in range(len(texts))], s, tmp_path, train=train)
+    chosen, bins = run.choose_pairs()
+    tops = [predicted_topk_of(m, texts, s.k, s.batch_size) for m in models[:n_models]]
+    want, want_bins, want_empty = _former_cli_pairs(tops, labels, stats, s, clusters if s.negative_clusters else None)
+    assert bins == want_bins and list(chosen) == list(want) and run.empty_bins == want_empty
+    for kind in want:
+        assert np.array_equal(chosen[kind], want[kind])

@@ -1,6 +1,9 @@
 """Choosing what to attack (paper §4.1, §4.2.2): correctly classified (document, target) pairs,
 label-frequency bins, equal samples per bin, and label clusters for negative-targeted attacks.
 
+:func:`choose_pairs` is the one selection that ``python -m xmtc attack`` and the robustness callback both
+call; the study and the benches use its building blocks (:func:`predicted_topk_of`, :func:`correct_pairs`).
+
 Everything is computed from top-k indices and sparse label matrices, never a dense documents x labels
 matrix, so memory stays O(batch x labels) while scoring and O(pairs) afterwards. Negative pairs, which
 number documents x labels, are sampled per target (:func:`sample_negative_pairs`), never listed.
@@ -10,13 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from xmtc.data.label_stats import LabelStats
+from xmtc.errors import UserError
 from xmtc.metrics import top_labels
+
+#: The attack kinds :func:`choose_pairs` selects for, in the order its result lists them.
+KINDS = ("positive", "negative", "nontargeted")
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,18 @@ def predicted_topk(scores_batches: Iterable[torch.Tensor], k: int) -> np.ndarray
     return np.concatenate([top_labels(s, k).cpu().numpy() for s in scores_batches])
 
 
+def predicted_topk_of(classifier: Any, texts: Sequence[str], k: int, batch_size: int) -> np.ndarray:
+    """Top-k label indices (len(texts), k) of a classifier (anything with ``score_texts(texts, batch_size=)``,
+    e.g. an ``XMTCModule``), scoring ``batch_size`` texts at a time so only one batch of scores is held."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(texts) == 0:
+        return np.zeros((0, k), np.int64)
+    batches = (classifier.score_texts(texts[i:i + batch_size], batch_size=batch_size)
+               for i in range(0, len(texts), batch_size))
+    return predicted_topk(batches, k)
+
+
 def label_matrix(labels: Sequence[np.ndarray], num_labels: int) -> sp.csr_matrix:
     """Sparse boolean (docs, labels) matrix from ragged label index arrays."""
     rows = np.repeat(np.arange(len(labels)), [len(y) for y in labels])
@@ -51,6 +71,34 @@ def positive_pairs(topk: np.ndarray, labels: Sequence[np.ndarray], num_labels: i
     lab = topk.reshape(-1)
     hit = np.asarray(truth[doc, lab]).reshape(-1)
     return np.stack([doc[hit], lab[hit]], axis=1)
+
+
+def correct_pairs(tops: Sequence[np.ndarray], labels: Sequence[np.ndarray], num_labels: int, *,
+                  by_rank: bool = False) -> np.ndarray:
+    """(doc, label) int64 pairs whose true label is in the top-k of EVERY model (one (docs, k) array per model
+    in ``tops``): the pairs compared models are attacked on (paper §4.3.2). Sorted by (doc, label), or with
+    ``by_rank`` by (doc, rank in the first model's top-k), the order :func:`positive_pairs` lists them in."""
+    if len(tops) == 0:
+        raise ValueError("tops: give the top-k array of at least one model")
+    first = positive_pairs(tops[0], labels, num_labels).astype(np.int64)
+    keys = first[:, 0] * num_labels + first[:, 1]
+    keep = np.ones(len(first), bool)
+    for top in tops[1:]:
+        other = positive_pairs(top, labels, num_labels).astype(np.int64)
+        keep &= np.isin(keys, other[:, 0] * num_labels + other[:, 1])
+    pairs = first[keep]
+    return pairs if by_rank else pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
+def nontargeted_pairs(pairs: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """One (doc, label) row per document of the correct ``pairs``: its rarest correctly predicted true label
+    (lowest training frequency, ties to the lower index), the label that bins a non-targeted attack on it.
+    Sorted by document."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    ordered = pairs[np.lexsort((pairs[:, 1], freqs[pairs[:, 1]], pairs[:, 0]))]
+    first = np.ones(len(ordered), bool)
+    first[1:] = ordered[1:, 0] != ordered[:-1, 0]
+    return ordered[first]
 
 
 def frequency_bins(freqs: np.ndarray, target_labels: np.ndarray, min_labels: int) -> list[FrequencyBin]:
@@ -407,3 +455,122 @@ def sample_negative_pairs(topks: Sequence[np.ndarray], labels: Sequence[np.ndarr
         pairs = np.concatenate(drawn) if drawn else np.zeros((0, 2), np.int64)
         per_bin_pairs.append(pairs[:per_bin])
     return _equalise(per_bin_pairs, equal)
+
+
+# -- one selection for the attack command and the robustness callback --
+
+@dataclass(frozen=True)
+class PairChoice:
+    """What :func:`choose_pairs` chose.
+
+    ``pairs``: per kind (in :data:`KINDS` order) an (n, 2) int64 array of (doc, label) rows, grouped by bin in
+    bin order. For ``positive`` and ``negative`` the label is the target; for ``nontargeted`` it is the label
+    that bins the document (its rarest correctly predicted true label): the attack's target there is the
+    document's true labels, Γ those in the top-k. ``bins`` the frequency bins, ``label_bin`` the bin of every
+    label (-1: none), ``empty_bins`` per kind the names of bins without a single pair (only kinds that have
+    some)."""
+
+    pairs: dict[str, np.ndarray]
+    bins: list[FrequencyBin]
+    label_bin: np.ndarray
+    empty_bins: dict[str, list[str]]
+
+    def pair_bins(self, kind: str) -> np.ndarray:
+        """The bin index of each of ``pairs[kind]``."""
+        return self.label_bin[self.pairs[kind][:, 1]]
+
+    def by_bin(self, kind: str) -> list[np.ndarray]:
+        """The pairs of ``kind`` bin by bin, in their order (an empty (0, 2) array for an empty bin)."""
+        pair_bins = self.pair_bins(kind)
+        return [self.pairs[kind][pair_bins == b] for b in range(len(self.bins))]
+
+
+def _subsample_bins(pairs: np.ndarray, label_bin: np.ndarray, num_bins: int, per_bin: int | None,
+                    seed: int) -> BinSample:
+    """Up to ``per_bin`` pairs of every bin, as the robustness callback has always drawn them: one generator
+    through the bins in order; a bin with more pairs gives a random subset kept in the pairs' order, a bin with
+    fewer all of them (no draw); no bin is cut to the smallest."""
+    rng = np.random.default_rng(seed)
+    pair_bin = label_bin[pairs[:, 1]] if len(pairs) else np.zeros(0, np.int64)
+    per_bin_pairs = []
+    for b in range(num_bins):
+        chosen = pairs[pair_bin == b]
+        if per_bin is not None and len(chosen) > per_bin:
+            chosen = chosen[np.sort(rng.choice(len(chosen), per_bin, replace=False))]
+        per_bin_pairs.append(chosen)
+    return _equalise(per_bin_pairs, equal=False)
+
+
+_NONE_LEFT = {
+    "positive": "no correctly classified (document, label) pairs to attack",
+    "nontargeted": "no document with a correctly predicted true label to attack",
+    "negative": "no eligible negative-targeted (document, target) pairs: every candidate target is a true label "
+                "or in the top-k of the documents (or, with negative_clusters, outside their label clusters)",
+}
+
+
+def choose_pairs(tops: Sequence[np.ndarray], labels: Sequence[np.ndarray], stats: LabelStats, kinds: Sequence[str],
+                 *, samples_per_bin: int | None, min_labels_per_bin: int, seed: int, allowed: np.ndarray | None = None,
+                 clusters: np.ndarray | None = None, bins: Sequence[FrequencyBin] | None = None, equal: bool = True,
+                 negative_seed: int | None = None) -> PairChoice:
+    """The (document, label) pairs to attack per kind, binned by the label's training frequency (paper §4.1).
+
+    ``tops``: per compared model the (docs, k) top-k label indices (:func:`predicted_topk_of`); a pair must suit
+    every model. ``labels``: the true label indices of every document. ``allowed``: only these labels as targets
+    (``LabelStats.indices_of``). ``clusters``: cluster id per label for negative attacks (paper §4.2.2).
+
+    - positive: true labels in the top-k (:func:`correct_pairs`);
+    - negative: labels neither true nor in the top-k (:func:`sample_negative_pairs`, spread over targets);
+    - nontargeted: documents with a correctly predicted true label, binned by the rarest one
+      (:func:`nontargeted_pairs`).
+
+    ``bins``: fixed bins (the callback keeps those of its first evaluation); None: the paper's bins over the
+    positive targets with ``min_labels_per_bin`` labels each. ``equal=True`` (the attack command): every bin cut
+    to the smallest non-empty bin, positives drawn by :func:`sample_bins` from (doc, label)-sorted pairs with
+    ``seed``; ``equal=False`` (the callback): what each bin has up to ``samples_per_bin``, positives drawn by
+    :func:`_subsample_bins` from pairs in top-k rank order. Non-targeted documents are drawn like positives with
+    ``seed + 2``, negatives with ``negative_seed`` (default ``seed + 1``, the command's; the callback passes
+    ``seed``); ``samples_per_bin=None`` means 200 negatives per bin.
+
+    A bin without pairs is reported in ``empty_bins``; a kind without any pair is a ``UserError``.
+    """
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise UserError(f"settings.kinds: {list(kinds)} is not a non-empty list of {', '.join(KINDS)}")
+    if len(tops) == 0:
+        raise ValueError("tops: give the top-k array of at least one model")
+    n_labels, freqs = len(stats), np.asarray(stats.freqs)
+    for i, top in enumerate(tops):
+        if np.ndim(top) != 2 or len(top) != len(labels):
+            raise ValueError(f"tops[{i}] has shape {np.shape(top)}; it must be (documents={len(labels)}, k)")
+    among = " among the requested labels (settings.labels)" if allowed is not None else ""
+    pos = correct_pairs(tops, labels, n_labels, by_rank=not equal)
+    if allowed is not None:
+        pos = pos[np.isin(pos[:, 1], allowed)]
+    if bins is None:
+        if len(pos) == 0:
+            raise UserError(_NONE_LEFT["positive"] + among)
+        bins = frequency_bins(freqs, pos[:, 1], min_labels_per_bin)
+    bins = list(bins)
+    label_bin, nb = bin_of(freqs, bins), len(bins)
+
+    def draw(pairs: np.ndarray, draw_seed: int) -> BinSample:
+        if equal:  # the draws sample_per_bin has always made
+            return sample_bins(pairs, label_bin, nb, samples_per_bin, draw_seed, spread=False, equal=True)
+        return _subsample_bins(pairs, label_bin, nb, samples_per_bin, draw_seed)
+
+    samples: dict[str, BinSample] = {}
+    for kind in (k for k in KINDS if k in kinds):
+        if kind == "positive":
+            samples[kind] = draw(pos, seed)
+        elif kind == "nontargeted":
+            samples[kind] = draw(nontargeted_pairs(pos, freqs), seed + 2)
+        else:  # drawn per target, never all eligible pairs listed (millions at 30k labels)
+            samples[kind] = sample_negative_pairs(
+                list(tops), labels, n_labels, label_bin, nb, samples_per_bin or 200,
+                seed + 1 if negative_seed is None else negative_seed, clusters=clusters, allowed=allowed, equal=equal)
+        if len(samples[kind].pairs) == 0:
+            raise UserError(f"{_NONE_LEFT[kind]}{among} in any of the bins {', '.join(b.name for b in bins)}")
+    return PairChoice(pairs={kind: s.pairs for kind, s in samples.items()}, bins=bins, label_bin=label_bin,
+                      empty_bins={kind: [bins[b].name for b in s.empty_bins] for kind, s in samples.items()
+                                  if s.empty_bins})

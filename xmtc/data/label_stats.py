@@ -7,9 +7,12 @@ the model stores them as buffers, so a checkpoint carries the exact statistics i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from xmtc.errors import UserError
 
 #: (A, B) of Jain et al. (2016) per dataset, as the Extreme Classification Repository, pyxclib and napkinxc
 #: give them and as the PW-loss paper's code (xmc-aalto/PWXMC) runs them: 0.5/0.4 for WikiLSHTC-325K and
@@ -82,3 +85,19 @@ class LabelStats:
 
     def class_balanced(self, beta: float = 0.9) -> np.ndarray:
         return class_balanced(self.freqs, beta)
+
+    def indices_of(self, wanted: Sequence[str], field: str = "settings.labels") -> np.ndarray:
+        """Output indices of labels given by id or (case-insensitive) name, sorted and unique.
+
+        An unknown label is a ``UserError`` naming ``field`` and up to five names that contain it."""
+        by_id = {lab: i for i, lab in enumerate(self.label_ids)}
+        by_name = {name.lower(): i for i, name in enumerate(self.label_names)}
+        out = []
+        for w in wanted:
+            idx = by_id.get(w, by_name.get(w.lower()))
+            if idx is None:
+                close = [n for n in self.label_names if w.lower() in n.lower()][:5]
+                raise UserError(f"{field}: unknown label {w!r}: not a label id or name of the model's label space"
+                                + (f"; did you mean {close}?" if close else ""))
+            out.append(idx)
+        return np.array(sorted(set(out)), dtype=np.int64)
