@@ -170,6 +170,7 @@ class WordVectorNeighbours(WordSubstitution):
         self._bias = torch.where(usable, 0.0, -math.inf)  # added to similarities: non-words never come out
         self._num_usable = int(usable.sum())
         self._cache: dict[str, list[str]] = {}
+        self._prefetched: tuple[str, ...] = ()  # the last text prefetched: asked again, nothing to look up
 
     @property
     def dim(self) -> int:
@@ -184,6 +185,7 @@ class WordVectorNeighbours(WordSubstitution):
     def clear_cache(self) -> None:
         """Forget the neighbours found so far."""
         self._cache.clear()
+        self._prefetched = ()
 
     def _key(self, word: str) -> str | None:
         """The vocabulary entry that stands for ``word`` (a core, without punctuation), if any."""
@@ -222,6 +224,7 @@ class WordVectorNeighbours(WordSubstitution):
         return found
 
     def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
-        if self.prefetch and positions:  # fills the cache for the whole text in one product
+        if self.prefetch and positions and tuple(words) != self._prefetched:  # the whole text in one product
             self.neighbours([part.core for part in map(split_word, words) if part.attackable])
+            self._prefetched = tuple(words)
         return self.neighbours([split_word(words[p]).core for p in positions])
