@@ -10,13 +10,14 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from xmtc.attack.classifier import visible_by_offsets
 from xmtc.data.label_stats import LabelStats
 from xmtc.data.subword import same_vocabulary, tokenizer_from_state, tokenizer_state
 from xmtc.errors import UserTypeError
 from xmtc.losses import LossHead
 from xmtc.model_paths import XLNET_ENCODER, check_model_path, hub_offline, load_error, no_loading_bar
 from xmtc.models.aplc_head import APLCHead, TailLoss
-from xmtc.models.base import _CKPT_KEY, XMTCModule
+from xmtc.models.base import XMTCModule
 
 
 def build_xlnet(encoder: str, encoder_config: dict[str, Any] | None, saved_config: dict[str, Any] | None,
@@ -214,20 +215,32 @@ class APLCXLNet(XMTCModule):
             scheduler = get_linear_schedule_with_warmup(optimizer, warmup, max(total, 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    # -- the classifier protocol (xmtc.attack.classifier): what the model reads --
+
+    def visible_text(self, text: str) -> tuple[str, str]:
+        """The whitespace words wholly inside the span ``encode``'s truncated encoding covers (the
+        tokenizer's ``model_max_length`` tokens, specials included)."""
+        if self.tokenizer is None:
+            raise RuntimeError("this model has no tokenizer; load it from an xmtc checkpoint")
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if not self.tokenizer.is_fast or not limit:
+            return text, ""
+        return visible_by_offsets(self.tokenizer, text, int(limit))
+
     # -- the checkpoint carries the tokenizer --
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        state = super().extra_checkpoint_state()
         if self.tokenizer is not None:
-            checkpoint[_CKPT_KEY]["subword_tokenizer"] = tokenizer_state(self.tokenizer)
+            state["subword_tokenizer"] = tokenizer_state(self.tokenizer)
+        return state
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint[_CKPT_KEY].get("subword_tokenizer")
-        if state is None:
+    def load_extra_checkpoint_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_checkpoint_state(state)
+        if state.get("subword_tokenizer") is None:
             raise ValueError("checkpoint has no subword tokenizer; it cannot score raw text (was it written by "
                              "APLCXLNet?)")
-        saved = tokenizer_from_state(state)
+        saved = tokenizer_from_state(state["subword_tokenizer"])
         if self.tokenizer is not None and not same_vocabulary(self.tokenizer, saved):
             raise ValueError("the tokenizer given (data.init_args.tokenizer) does not match the checkpoint's: its "
                              "vocabulary differs, so token ids would mean other tokens; use the tokenizer the "

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
+from xmtc.attack.classifier import cut_note, embedding_gradients, max_per_word
 from xmtc.data.label_stats import LabelStats
 from xmtc.data.tokenizer import WordTokenizer, load_word_vectors
 from xmtc.errors import UserTypeError
 from xmtc.losses import LossHead
-from xmtc.models.base import _CKPT_KEY, XMTCModule
+from xmtc.models.base import XMTCModule
 from xmtc.models.bilstm import bilstm_states, supported
 
 
@@ -128,17 +130,64 @@ class AttentionXML(XMTCModule):
         context = self.attention(self.dropout(states), mask, labels)  # (B, L, 2H)
         return self.mlp(context).squeeze(-1)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.tokenizer is not None:
-            checkpoint[_CKPT_KEY]["tokenizer"] = self.tokenizer.state_dict()
+    # -- the classifier protocol (xmtc.attack.classifier): what the model reads, word gradients --
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint[_CKPT_KEY].get("tokenizer")
-        if state is None:
+    def _tokenizer(self) -> WordTokenizer:
+        if self.tokenizer is None:
+            raise RuntimeError("this model has no tokenizer; load it from an xmtc checkpoint")
+        return self.tokenizer
+
+    def visible_text(self, text: str) -> tuple[str, str]:
+        """The whitespace words whose tokens fall within the first ``max_length`` tokens (a word split
+        across the limit is dropped)."""
+        tok = self._tokenizer()
+        if len(tok.words(text)) <= tok.max_length:
+            return text, ""
+        words = text.split()
+        counts = np.cumsum([len(tok.words(w)) for w in words])
+        keep = int(np.searchsorted(counts, tok.max_length, side="right"))
+        return " ".join(words[:keep]), cut_note(keep, len(words), tok.max_length)
+
+    def token_gradients(self, text: str, labels: Sequence[int]) -> Tensor:
+        """L2 norm (T,) of d(Σ_labels score)/d(embedding of token t) for the tokens of one text, in eval mode
+        (frozen embeddings work; no parameter ``.grad`` is touched)."""
+        inputs = {k: v.to(self.device) for k, v in self.encode([text]).items()}
+        index = torch.as_tensor(list(labels), dtype=torch.long, device=self.device)
+        grad = embedding_gradients(self, self.embedding,
+                                   lambda: self.scores_from_logits(self(inputs))[0, index].sum())
+        return grad[0].norm(dim=-1).double().cpu()
+
+    def word_gradients(self, text: str, labels: Sequence[int]) -> Tensor:
+        """float64 (len(text.split()),): per whitespace word the max of its tokens' ``token_gradients``; 0 for
+        words without tokens (punctuation) or past ``max_length``. Each word is tokenized on its own: the
+        tokenizer's ``\\w+`` never crosses whitespace, so the pieces line up with the tokens of the text."""
+        tok = self._tokenizer()
+        words = text.split()
+        norms = self.token_gradients(" ".join(words), labels)
+        counts = torch.tensor([len(tok.words(w)) for w in words], dtype=torch.long)
+        total = int(counts.sum())
+        if total == 0:  # the model read one unknown token standing for nothing
+            return torch.zeros(len(words), dtype=torch.float64)
+        if total < norms.numel():
+            raise ValueError(f"the model encodes {norms.numel()} tokens but its tokenizer finds {total} in the "
+                             "words; word gradients cannot map tokens back to words")
+        owner = torch.repeat_interleave(torch.arange(len(words)), counts)[:norms.numel()]
+        return max_per_word(norms, owner, len(words))
+
+    # -- the checkpoint carries the tokenizer --
+
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        state = super().extra_checkpoint_state()
+        if self.tokenizer is not None:
+            state["tokenizer"] = self.tokenizer.state_dict()
+        return state
+
+    def load_extra_checkpoint_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_checkpoint_state(state)
+        tokenizer_state = state.get("tokenizer")
+        if tokenizer_state is None:
             raise ValueError("checkpoint has no word tokenizer; it cannot score raw text")
-        saved = WordTokenizer.from_state_dict(state)
+        saved = WordTokenizer.from_state_dict(tokenizer_state)
         if self.tokenizer is not None and self.tokenizer.vocab != saved.vocab:
             raise ValueError("the data's vocabulary differs from the checkpoint's: was the checkpoint "
                              "trained on another dataset or with other tokenizer settings?")

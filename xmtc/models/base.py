@@ -19,7 +19,7 @@ from xmtc.data.label_stats import LabelStats
 from xmtc.losses import LossHead, NormalLoss
 from xmtc.metrics import PrecisionAtKByFrequency, XMCMetrics
 
-_CKPT_KEY = "xmtc"
+_CKPT_KEY = "xmtc"  # where a checkpoint keeps the label space and extra_checkpoint_state()
 
 # XMTCModule overrides the batch-transfer hooks on purpose (texts are encoded by the model, on the way to the
 # device); Lightning says so on every run when a datamodule is given, which is how xmtc is always used.
@@ -178,7 +178,17 @@ class XMTCModule(L.LightningModule):
         top = torch.topk(scores, k=min(self.predict_top_k, self.num_labels), dim=-1)
         return {"index": batch["index"], "labels": top.indices, "scores": top.values}
 
-    # -- raw text in, scores out: the only interface the attack suite uses --
+    # -- raw text in, scores out: the classifier protocol the attack suite uses (xmtc.attack.classifier) --
+
+    @property
+    def label_ids(self) -> list[str] | None:
+        """The label ids in column order (None before the label statistics are attached)."""
+        return None if self.label_stats is None else list(self.label_stats.label_ids)
+
+    def visible_text(self, text: str) -> tuple[str, str]:
+        """The leading whitespace words of ``text`` the model reads, and a note on what was cut ("" when
+        nothing was); models that truncate override it, so no attack edits text the model never sees."""
+        return text, ""
 
     @torch.no_grad()
     def score_texts(self, texts: Sequence[str], batch_size: int = 64, labels: Sequence[int] | None = None,
@@ -221,10 +231,19 @@ class XMTCModule(L.LightningModule):
 
     # -- checkpoints carry the label space (and subclasses their tokenizer) --
 
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        """What a subclass keeps in the checkpoint beside the label space (its tokenizer); subclasses extend
+        ``super()``'s dict. Stored under the checkpoint's ``"xmtc"`` key."""
+        return {}
+
+    def load_extra_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``extra_checkpoint_state`` saved (``state``: the checkpoint's ``"xmtc"`` dict, label
+        space already attached); subclasses call ``super()`` first."""
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.label_stats is None:
             raise RuntimeError("cannot checkpoint a model without label statistics")
-        checkpoint[_CKPT_KEY] = {"label_stats": _stats_to_state(self.label_stats)}
+        checkpoint[_CKPT_KEY] = {"label_stats": _stats_to_state(self.label_stats), **self.extra_checkpoint_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get(_CKPT_KEY)
@@ -235,6 +254,7 @@ class XMTCModule(L.LightningModule):
             raise ValueError("the data's label space differs from the checkpoint's: was the checkpoint "
                              "trained on another dataset?")
         self.attach_label_stats(saved)
+        self.load_extra_checkpoint_state(state)
 
 
 def _distinct_rows(inputs: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
