@@ -238,7 +238,7 @@ class _RecordingSubstitution(WordSubstitution):
         self.table = table
         self.asked: list[list[int]] = []
 
-    def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
+    def ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
         self.asked.append(list(positions))
         return [list(self.table.get(split_word(words[p]).core, [])) for p in positions]
 

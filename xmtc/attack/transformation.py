@@ -104,7 +104,7 @@ class WordSubstitution(ABC):
 
     ``candidates`` checks the positions, skips words that may not be attacked (no letter, stop words), asks
     the subclass once for ranked raw replacement words for the cores of all the other positions
-    (``_ranked_words``), then case-matches them to the original, drops the original word (case-insensitive)
+    (``ranked_words``), then case-matches them to the original, drops the original word (case-insensitive)
     and duplicates, keeps K and re-attaches the original's punctuation. Subclasses need not filter for any
     of that, only keep non-words out of their vocabulary (``usable_word``).
     """
@@ -124,7 +124,7 @@ class WordSubstitution(ABC):
         return None
 
     @abstractmethod
-    def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
+    def ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
         """For each of ``positions`` (distinct, attackable; possibly none), replacement words for the core of
         ``words[position]``, best first, at least ``_pool_size()`` of them where there are that many: the
         surface work drops case variants and the original afterwards. Called once per ``candidates``."""
@@ -154,7 +154,7 @@ class WordSubstitution(ABC):
             if not 0 <= p < len(words):
                 raise IndexError(f"position {p} out of range for a text of {len(words)} words")
         todo = [p for p in dict.fromkeys(positions) if split_word(words[p]).attackable]
-        ranked = self._ranked_words(words, todo)  # also when there is nothing to do: per-text caches see it
+        ranked = self.ranked_words(words, todo)  # also when there is nothing to do: per-text caches see it
         found = {p: self._finish(r, split_word(words[p])) for p, r in zip(todo, ranked, strict=True)}
         return [list(found.get(p, [])) for p in positions]
 
@@ -433,7 +433,7 @@ class MaskedLMSubstitution(WordSubstitution):
         self._encoded_cache.clear()
         self._unmasked_cache.clear()
 
-    def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
+    def ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
         """The ``_pool_size()`` most probable whole words for each position's slot; none for a word without
         tokens. Masked mode: the masked copies go ``batch_size`` at a time; unmasked: per-text cached passes."""
         enc = self._encode(words)

@@ -223,7 +223,7 @@ class WordVectorNeighbours(WordSubstitution):
                 found.append([self.words[i] for i, ok in zip(row_ids, row_keep, strict=True) if ok])
         return found
 
-    def _ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
+    def ranked_words(self, words: Sequence[str], positions: list[int]) -> list[list[str]]:
         if self.prefetch and positions and tuple(words) != self._prefetched:  # the whole text in one product
             self.neighbours([part.core for part in map(split_word, words) if part.attackable])
             self._prefetched = tuple(words)
