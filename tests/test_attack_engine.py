@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from xmtc.attack.base import AttackResult, Change, TextScorer, Transformation
 from xmtc.attack.goal import GoalTarget, QueryBudgetExhausted, TargetedGoal, max_changes
-from xmtc.attack.importance import gradient_importance, mask_importance, token_gradient_norms
+from xmtc.attack.importance import gradient_importance, mask_importance
 from xmtc.attack.reference import reference_greedy_attack
 from xmtc.attack.search import GreedyWordSearch, usable_candidates
 from xmtc.attack.stopwords import is_stop_word
@@ -463,7 +463,7 @@ def test_gradient_importance_on_attentionxml(tiny_axml) -> None:
     torch.sigmoid(clone(inputs))[0, 1].backward()
     norms = emb.grad[0].norm(dim=-1).double()
     # tokens: grandpa s | fishing trip | near | the | lake | zzzunknown
-    assert torch.allclose(token_gradient_norms(tiny_axml, " ".join(words), [1]), norms)
+    assert torch.allclose(tiny_axml.token_gradients(" ".join(words), [1]), norms)
     expected = [norms[0:2].max(), norms[2:4].max(), norms[4], None, norms[6], norms[7]]
     for i, value in enumerate(expected):
         if value is not None:

@@ -4,8 +4,8 @@ Black box (``mask_importance``): every word in turn is masked (or deleted) and t
 together through the goal, so they are batched, cached and counted as queries; a word's importance is how
 far masking it moves the text toward the goal. Unlike the reference code, the last word is included.
 
-White box (``gradient_importance``): the L2 norm of the gradient of the target scores w.r.t. each token's
-embedding, for models that expose their embedding (AttentionXML); it costs no queries.
+White box (``gradient_importance``): the model's ``word_gradients`` (the L2 norm of the gradient of the target
+scores w.r.t. each word's embedding, AttentionXML's), through the model protocol; it costs no queries.
 
 Stop words get importance -inf in both: they are never attacked (paper §3).
 """
@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from xmtc.attack.goal import GoalTarget, ScoreRequest, TargetedGoal, as_label_list, drive
 from xmtc.attack.stopwords import is_stop_word
@@ -137,19 +137,13 @@ def importance_method(name: str | WordImportance, mask_token: str | None = "[UNK
 
 
 def _check_gradient_model(model: Any) -> None:
-    """Raise a TypeError naming what the model lacks for gradient importance."""
-    problems = []
-    if not isinstance(model, nn.Module):
-        problems.append("it is not a torch.nn.Module")
-    if not isinstance(getattr(model, "embedding", None), nn.Module):
-        problems.append("no `embedding` module")
-    if not callable(getattr(model, "encode", None)):
-        problems.append("no `encode(texts)` method")
-    if not callable(getattr(getattr(model, "tokenizer", None), "words", None)):
-        problems.append("no word tokenizer (`tokenizer.words(text)`) to map tokens back to words")
-    if problems:
-        raise TypeError(f"gradient importance needs a model like xmtc.models.AttentionXML, but "
-                        f"{type(model).__name__} has {'; '.join(problems)}; use importance='mask' instead")
+    """Raise a TypeError when the model cannot give word gradients."""
+    from xmtc.attack.classifier import supports_word_gradients
+
+    if not supports_word_gradients(model):
+        raise TypeError(f"gradient importance needs a model with word_gradients(text, labels) (the gradient of its "
+                        f"scores w.r.t. its word embeddings, as xmtc.models.AttentionXML has), but "
+                        f"{type(model).__name__} has none; use importance='mask' instead")
 
 
 def supports_gradient_importance(model: Any) -> bool:
@@ -161,65 +155,16 @@ def supports_gradient_importance(model: Any) -> bool:
     return True
 
 
-def token_gradient_norms(model: nn.Module, text: str, labels: Sequence[int]) -> Tensor:
-    """L2 norm (T,) of d(Σ_labels score)/d(embedding of token t) for one text, in eval mode.
-
-    The embedding output is replaced (by a forward hook) with a leaf tensor that requires grad, so frozen
-    embeddings work and no parameter ``.grad`` is touched. cuDNN is off because its RNN backward refuses
-    to run in eval mode.
-    """
-    _check_gradient_model(model)
-    inputs = model.encode([text])
-    device = next(model.parameters()).device
-    captured: dict[str, Tensor] = {}
-
-    def hook(module: nn.Module, args: Any, output: Tensor) -> Tensor:
-        leaf = output.detach().requires_grad_(True)
-        captured["embedded"] = leaf
-        return leaf
-
-    handle = model.embedding.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad(), torch.backends.cudnn.flags(enabled=False):
-            logits = model({k: v.to(device) for k, v in inputs.items()})
-            to_scores = getattr(model, "scores_from_logits", torch.sigmoid)
-            total = to_scores(logits)[0, list(labels)].sum()
-            if "embedded" not in captured:
-                raise TypeError(f"{type(model).__name__}.forward did not call its `embedding` module")
-            (grad,) = torch.autograd.grad(total, captured["embedded"])
-    finally:
-        handle.remove()
-        model.train(was_training)
-    return grad[0].norm(dim=-1).double().cpu()
-
-
-def gradient_importance(model: nn.Module, text: str, target: int | Sequence[int]) -> Tensor:
-    """Importance (len(text.split()),) float64 from embedding gradients of the target score(s).
-
-    Each whitespace word is tokenized on its own (the AttentionXML tokenizer's ``\\w+`` never crosses
-    whitespace, so the pieces line up with the tokens of the whole text); a word's importance is the max
-    over its tokens. Words without tokens (punctuation) or cut off by the model's ``max_length`` get 0;
-    stop words get -inf.
-    """
+def gradient_importance(model: Any, text: str, target: int | Sequence[int]) -> Tensor:
+    """Importance (len(text.split()),) float64: the model's ``word_gradients`` of the target score(s)
+    (``xmtc.attack.classifier.WordGradients``), stop words -inf."""
     _check_gradient_model(model)
     words = text.split()
-    norms = token_gradient_norms(model, " ".join(words), as_label_list(target))
-    counts = [len(model.tokenizer.words(w)) for w in words]
-    total = sum(counts)
-    if total and total < norms.numel():
-        raise ValueError(f"the model encodes {norms.numel()} tokens but its tokenizer finds {total} in the "
-                         "words; gradient importance cannot map tokens back to words")
-    importance = torch.zeros(len(words), dtype=torch.float64)
-    start = 0
-    for i, n in enumerate(counts):
-        piece = norms[start:min(start + n, norms.numel())] if total else norms[:0]
-        if piece.numel():
-            importance[i] = piece.max()
-        start += n
+    importance = model.word_gradients(" ".join(words), as_label_list(target)).to(torch.float64).clone()
+    if importance.shape != (len(words),):
+        raise ValueError(f"{type(model).__name__}.word_gradients returned shape {tuple(importance.shape)} for "
+                         f"{len(words)} words")
     for i, w in enumerate(words):
         if is_stop_word(w):
             importance[i] = float("-inf")
     return importance
-
