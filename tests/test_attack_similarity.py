@@ -43,7 +43,7 @@ def test_identical_vectors_give_exactly_one() -> None:
 
 
 def test_arccos_threshold_means_cos_098() -> None:
-    """NOTES §1: with 1 - arccos(cos), similarity 0.8 means cos >= cos(0.2) = 0.980."""
+    """The reference code's measure: with 1 - arccos(cos), similarity 0.8 means cos >= cos(0.2) = 0.980."""
     angle = torch.tensor([0.2])
     a = torch.tensor([[1.0, 0.0]])
     b = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)

@@ -28,7 +28,7 @@ AttackProfile = Literal["algorithm1", "paper"]
 
 @dataclass
 class AttackSettings:
-    """What to attack and how (paper §3-4; NOTES §1).
+    """What to attack and how (paper §3-4; docs/attack.md).
 
     Args:
         profile: how the attack is measured. ``algorithm1``: as Algorithm 1 reads (change budget, change
@@ -141,7 +141,7 @@ def load_encoder(settings: AttackSettings, device: str = "cpu") -> Any:
 
 
 def encoder_description(settings: AttackSettings) -> str:
-    """The similarity measure as reports name it (NOTES §1: every report names its measure)."""
+    """The similarity measure as reports name it (every report names it: the paper does not)."""
     default = "all-MiniLM-L6-v2 (xmtc[minilm])" if settings.encoder == "sentence-transformers" else ""
     return f"{settings.encoder or 'no encoder'} {settings.encoder_path or default}, {settings.similarity_measure}"
 

@@ -9,7 +9,7 @@ What it shares with that code's cost, and not with the engine's:
   original document, so a transformation that caches per text (``MaskedLMSubstitution``'s unmasked mode)
   runs once per document, as that code did.
 
-What it shares with the engine instead (the paper's code's bugs are not reproduced, NOTES §2): candidates
+What it shares with the engine instead (the code's bugs are not reproduced; docs/attack.md lists them): candidates
 compared with the CURRENT text's scores, a position where nothing helps keeps its word, the last word is
 attacked too, gains in log-odds with the engine's tolerance and tie rule (``best_candidate``), and the
 success test ``success_check``: ``every`` candidate (the paper's code) or the ``chosen`` one (Algorithm 1).

@@ -2,7 +2,7 @@
 
 The paper's similarity is the Universal Sentence Encoder (USE) with the reference code's ``1 - arccos(cos)``;
 TextAttack uses ``1 - arccos(cos) / pi`` ("angular"). They differ a lot at the usual thresholds, so every
-report must name its measure (NOTES §1):
+report must name its measure (the paper does not say which it used; docs/attack.md):
 
 =========  =========================  =========================  ==========================
 measure    formula                    similarity 0.8 means       orthogonal vectors give
@@ -163,7 +163,7 @@ _TF_GPUS_HIDDEN = False
 
 def _import_tensorflow() -> Any:
     """Import TensorFlow with every GPU hidden from it: it would otherwise grab all GPU memory that torch,
-    sharing the process, needs (NOTES §6). Done via tf.config, not CUDA_VISIBLE_DEVICES, which torch reads."""
+    sharing the process, needs. Done via tf.config, not CUDA_VISIBLE_DEVICES, which torch reads."""
     global _TF_GPUS_HIDDEN
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
