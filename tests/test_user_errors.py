@@ -186,7 +186,7 @@ def test_attack_help_lists_only_the_device_options_yet_accepts_a_training_config
     with pytest.raises(SystemExit) as exit_info:  # the demo config's max_epochs, callbacks, logger: still accepted
         main(["attack", f"--config={CONFIG}", "--trainer.max_epochs=3", "--print_config"])
     assert exit_info.value.code in (0, None)
-    assert "trainer:\n  accelerator: auto\n  devices: 1\n" in capsys.readouterr().out
+    assert "trainer:\n  accelerator: auto\n  strategy: auto\n  devices: 1\n  num_nodes: 1\n" in capsys.readouterr().out
 
 
 # --- what counts as a user error

@@ -8,6 +8,7 @@ error (wrong option value, path or data file) as ``error: ...`` and exits with s
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import pickle
 import re
@@ -28,9 +29,9 @@ from xmtc.prediction_writer import JsonlPredictionWriter
 from xmtc.trainer import XMTCTrainer
 
 PROG = "python -m xmtc"
-# What the attack subcommand uses of the Trainer: the device (models are loaded from checkpoints and run in
-# float32 in one process; nothing is trained, logged or checkpointed).
-ATTACK_TRAINER_OPTIONS = {"trainer.accelerator", "trainer.devices"}
+# What the attack subcommand uses of the Trainer: the devices and how the work is shared over them (models are
+# loaded from checkpoints and run in float32; nothing is trained, logged or checkpointed).
+ATTACK_TRAINER_OPTIONS = {"trainer.accelerator", "trainer.strategy", "trainer.devices", "trainer.num_nodes"}
 # ckpt_path values Lightning resolves itself (fit resumes from them)
 _CKPT_KEYWORDS = {"last", "best", "hpc", "registry"}
 
@@ -93,7 +94,29 @@ class XMTCArgumentParser(LightningArgumentParser):
 class XMTCCLI(LightningCLI):
     """Label statistics and the vocabulary come from the training split, never from hand-copied numbers."""
 
+    _preparing: str | None = None  # the subcommand whose parser is being built
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        self._preparing = subcommand
+        try:
+            return super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        finally:
+            self._preparing = None
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``attack`` reads the model section of a config (the class checkpoints are restored as) without
+        building the model, and needs none to attack a Hugging Face classifier (--hf_model)."""
+        if self._preparing != "attack":
+            return super().add_core_arguments_to_parser(parser)
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model,
+                                        required=False)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if self._preparing == "attack":  # the model is not built: nothing to link (and no vocabulary to build)
+            return
         parser.link_arguments("data.label_stats", "model.init_args.label_stats", apply_on="instantiate")
         parser.link_arguments("data.tokenizer", "model.init_args.tokenizer", apply_on="instantiate")
         # the sizes too, so that logged and checkpointed hyperparameters show the real values
@@ -114,8 +137,9 @@ class XMTCCLI(LightningCLI):
                     action.help = argparse.SUPPRESS
             for group in attack._action_groups:
                 if any(a.dest == "trainer.accelerator" for a in group._group_actions):
-                    group.title = ("The device the attack runs on (the trainer's other options, from a training "
-                                   "config, are accepted and not used)")
+                    group.title = ("The devices the attack runs on; with strategy ddp the pairs are shared out "
+                                   "over devices x num_nodes processes (the trainer's other options, from a "
+                                   "training config, are accepted and not used)")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads the checkpoint's hyperparameters first: a file that is no checkpoint is a user error."""
@@ -139,9 +163,15 @@ class XMTCCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """A ValueError raised while the model, data or trainer is built from the config is a bad option value
-        (the classes check their arguments): reported as a user error, not as a traceback through jsonargparse."""
+        (the classes check their arguments): reported as a user error, not as a traceback through jsonargparse.
+
+        ``attack`` builds no model: it gets the config's model class (checkpoints that do not name their class
+        are restored as it), so an APLC-XLNet config loads no XLNet only to throw it away."""
         try:
-            super().instantiate_classes()
+            if self.subcommand == "attack":
+                self._instantiate_without_model()
+            else:
+                super().instantiate_classes()
         except Exception as exc:
             wrapper, cause = exc, exc.__cause__
             while cause is not None and cause.__cause__ is not None:
@@ -150,6 +180,29 @@ class XMTCCLI(LightningCLI):
                 built = re.search(r"class_path='([\w.]+)'", str(wrapper))  # the class whose init refused
                 raise UserError((f"{built[1]}: " if built else "") + str(cause)) from exc
             raise
+
+    def _instantiate_without_model(self) -> None:
+        config = self.config["attack"]
+        model_config = config.get("model")
+        config["model"] = None
+        try:
+            self.config_init = self.parser.instantiate_classes(self.config)
+        finally:
+            config["model"] = model_config
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = _model_class(model_config)
+        self.trainer = self.instantiate_trainer()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """For ``attack``: the device options only (a training config's callbacks, logger and epochs are accepted
+        and not used), and the attack's own defaults (``xmtc.attack.lightning.ATTACK_TRAINER_DEFAULTS``)."""
+        if self.subcommand != "attack":
+            return super().instantiate_trainer(**kwargs)
+        from xmtc.attack.lightning import ATTACK_TRAINER_DEFAULTS
+
+        config = self._get(self.config_init, "trainer", default={})
+        devices = {k.removeprefix("trainer."): config[k.removeprefix("trainer.")] for k in ATTACK_TRAINER_OPTIONS}
+        return self.trainer_class(**devices, **ATTACK_TRAINER_DEFAULTS, **kwargs)
 
     def before_predict(self) -> None:
         if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
@@ -170,6 +223,15 @@ class XMTCCLI(LightningCLI):
 
     def predict(self, **kwargs: Any) -> Any:
         return self._evaluate(self.trainer.predict, **kwargs)
+
+
+def _model_class(model_config: Any) -> type | None:
+    """The class a parsed ``model`` section names (None when there is none)."""
+    class_path = None if model_config is None else model_config.get("class_path")
+    if not class_path:
+        return None
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(args: list[str] | None = None) -> XMTCCLI:

@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 
 from xmtc.attack.runner import AttackRun, AttackSettings
+from xmtc.attack.targets import load_checkpoint, load_hf_classifier
 from xmtc.data.datamodule import XMTCDataModule
 from xmtc.errors import UserError
 from xmtc.model_paths import MASKED_LM, SENTENCE_ENCODER, USE_ENCODER, check_model_path
@@ -53,49 +54,73 @@ def _model_name(model: XMTCModule) -> str:
 class XMTCTrainer(L.Trainer):
     def attack(
         self,
-        model: XMTCModule,
-        datamodule: XMTCDataModule,
+        model: type[XMTCModule] | XMTCModule | None = None,
+        datamodule: XMTCDataModule | None = None,
         ckpt_path: str | None = None,
         compare: dict[str, str] | None = None,
+        hf_model: str | None = None,
         settings: AttackSettings = AttackSettings(),  # noqa: B008 (read-only; jsonargparse shows its fields)
         output_dir: str = "attacks/run",
         show_progress: bool = True,
     ) -> dict[str, Any]:
         """Targeted adversarial attacks on held-out documents, per label frequency (results.jsonl, summary).
 
+        Runs in this trainer's test loop: ``--trainer.devices=N --trainer.strategy=ddp`` (and ``num_nodes``)
+        share the groups of pairs out over the processes, one merged results.jsonl (xmtc.attack.lightning).
+
         Args:
+            model: the model class checkpoints are restored as when they do not name theirs (the command line
+                passes the config's model.class_path; the model is never built from the config).
             ckpt_path: checkpoint of the model to attack (its loss head names it in the reports).
             compare: more checkpoints, by name (e.g. {pw: ..., pwcb: ...}); all models are attacked on the
                 same pairs, those every one of them classifies correctly (paper §4.3.2).
+            hf_model: a Hugging Face multilabel sequence classifier (local folder) to attack too, named after
+                its folder; its labels (config.id2label) must be the dataset's label ids, in any order.
             settings: what to attack and how.
             output_dir: where results.jsonl, summary.json, tables.md and the plots go; rerunning with the
                 same arguments resumes, with other arguments it is refused.
             show_progress: progress bar.
         """
-        if ckpt_path is None and not compare:
-            raise UserError("attack needs --ckpt_path (and/or --compare name=path): a trained model to attack")
-        paths = ({_model_name(model): ckpt_path} if ckpt_path else {}) | dict(compare or {})
-        for name, path in paths.items():
+        if ckpt_path is None and not compare and hf_model is None:
+            raise UserError("attack needs --ckpt_path (and/or --compare name=path, --hf_model path): a trained "
+                            "model to attack")
+        if datamodule is None:
+            raise UserError("attack needs the data (--data, or a config with data:)")
+        if ckpt_path is not None and not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"checkpoint not found: {ckpt_path} (--ckpt_path); give a .ckpt file written by "
+                                    "`python -m xmtc fit` (logs/<name>/<version>/checkpoints/last.ckpt)")
+        for name, path in (compare or {}).items():
             if not Path(path).is_file():
                 raise FileNotFoundError(f"checkpoint of {name!r} not found: {path}; give a .ckpt file written by "
                                         "`python -m xmtc fit` (logs/<name>/<version>/checkpoints/last.ckpt)")
-        check_attack_models(settings, str(datamodule.data_dir))
-        models: dict[str, XMTCModule] = {}
-        for name, path in paths.items():
-            loaded = type(model).load_from_checkpoint(path, map_location="cpu")
-            if loaded.label_stats.label_ids != datamodule.label_stats.label_ids:
-                raise UserError(f"checkpoint {path} was trained on another label space than {datamodule.data_dir}: "
-                                "is it from another dataset?")
-            models[name] = loaded.to(self.strategy.root_device).eval()
+        data_dir = str(datamodule.data_dir)
+        check_attack_models(settings, data_dir)
+        stats = datamodule.label_stats
+        model_class = model if isinstance(model, type) or model is None else type(model)
+        targets: dict[str, Any] = {}
+        paths: dict[str, str] = {}
+        if ckpt_path is not None:
+            loaded = load_checkpoint(ckpt_path, model_class, stats.label_ids, data_dir)
+            name = _model_name(loaded)
+            targets[name], paths[name] = loaded, ckpt_path
+        for name, path in (compare or {}).items():
+            targets[name], paths[name] = load_checkpoint(path, model_class, stats.label_ids, data_dir), path
+        identity: dict[str, Any] = {"checkpoints": paths, "data_dir": data_dir}
+        if hf_model is not None:
+            name = Path(hf_model).name or "hf"
+            if name in targets:
+                raise UserError(f"--hf_model {hf_model}: its name {name!r} is taken by a checkpoint (--compare); "
+                                "rename one of them")
+            targets[name] = load_hf_classifier(hf_model, stats.label_ids, self.strategy.root_device)
+            identity["hf_models"] = {name: hf_model}
         is_test = settings.split == datamodule.hparams.test_split
         datamodule.setup("test" if is_test else "validate")
-        split = "test" if is_test else "val"
-        data = datamodule.datasets[split]
+        data = datamodule.datasets["test" if is_test else "val"]
         doc_ids = data.ids or [f"{settings.split}:{i}" for i in range(len(data))]
         train = (datamodule.train_split.texts, [datamodule.label_index(y) for y in datamodule.train_split.labels])
-        run = AttackRun(models, data.texts, data.labels, doc_ids, settings, output_dir,
-                        identity={"checkpoints": paths, "data_dir": str(datamodule.data_dir)}, train=train,
-                        device=str(self.strategy.root_device))
-        summary = run.run(show_progress=show_progress)
-        print(f"attack results in {output_dir}: results.jsonl, summary.json, tables.md")
+        run = AttackRun(targets, data.texts, data.labels, doc_ids, settings, output_dir, identity=identity,
+                        train=train, device=str(self.strategy.root_device), stats=stats)
+        summary = run.run(show_progress=show_progress, trainer=self)
+        if self.is_global_zero:
+            print(f"attack results in {output_dir}: results.jsonl, summary.json, tables.md")
         return summary

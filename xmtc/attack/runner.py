@@ -1,10 +1,13 @@
-"""Running the attack suite on held-out data: choose pairs, attack, stream results, summarise.
+"""An attack run on held-out data: choose pairs, plan the jobs, attack them in groups, summarise.
 
-Output directory:
-- ``run.json``: the settings, checkpoints and data of the run (once results.jsonl holds a result, a rerun
-  with other ones is refused);
-- ``results.jsonl``: one line per attacked example, appended and flushed as each finishes, so an
-  interrupted run loses nothing and a rerun skips what is done;
+``AttackRun`` is what to attack and how; ``AttackRun.run`` drives it through Lightning's test loop
+(``xmtc.attack.lightning.AttackModule``), on one device or sharded over DDP processes by the trainer given.
+The output directory (``xmtc.attack.run_store``):
+- ``run.json``: the settings, checkpoints and data of the run (once a result is stored, a rerun with other
+  ones is refused);
+- ``results.jsonl``: one line per attacked example, in job order; while the run is under way each process
+  streams its rows to ``results.part-<rank>.jsonl``, flushed per group, so an interrupted run loses at most the
+  groups in flight and a rerun skips what is done;
 - ``summary.json``, ``tables.md``, ``success_by_frequency_<kind>.png``.
 """
 
@@ -13,12 +16,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from xmtc.attack.base import AttackResult
 from xmtc.attack.recipe import (  # noqa: F401 (re-exported: the settings' old home)
@@ -32,6 +34,7 @@ from xmtc.attack.recipe import (  # noqa: F401 (re-exported: the settings' old h
     load_encoder,
 )
 from xmtc.attack.report import markdown_tables, plot_success_by_frequency, summarize
+from xmtc.attack.run_store import JobKey, RunStore
 from xmtc.attack.selection import (
     FrequencyBin,
     bin_of,
@@ -39,8 +42,8 @@ from xmtc.attack.selection import (
     label_clusters,
     positive_pairs,
     predicted_topk,
+    sample_bins,
     sample_negative_pairs,
-    sample_per_bin,
 )
 from xmtc.errors import UserError
 
@@ -76,79 +79,86 @@ def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names
     return np.array(sorted(set(out)), dtype=np.int64)
 
 
+def _label_ids(model: Any) -> list[str] | None:
+    """A target's label ids in column order: its own ``label_ids``, else its ``label_stats``' (None: unknown)."""
+    ids = getattr(model, "label_ids", None)
+    if ids is None:
+        ids = getattr(getattr(model, "label_stats", None), "label_ids", None)
+    return None if ids is None else list(ids)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (model, kind, document, target) to attack; ``order``: its place in the run's job list, which is the
+    order of results.jsonl."""
+
+    order: int
+    model: str
+    kind: str
+    doc: int
+    target: int
+
+
+@dataclass
+class Plan:
+    """What rank 0 decided and every process attacks by: the jobs (all of them, done ones included, so groups
+    are the same on a rerun), the keys already done, the bins and what was left empty."""
+
+    jobs: list[Job]
+    done: set[JobKey]
+    bins: list[FrequencyBin]
+    label_bin: np.ndarray
+    empty_bins: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Tools:
+    """What attacking needs beside the models, built on each process's device: a search per model and the
+    sentence encoder."""
+
+    searches: dict[str, Any]
+    encoder: Any
+
+
 class AttackRun:
-    """One attack run over one or several models (compared on the same pairs, paper §4.3.2)."""
+    """One attack run over one or several models (compared on the same pairs, paper §4.3.2).
+
+    Args:
+        models: the targets by name (classifiers: ``score_texts``, and ``label_ids`` or ``label_stats``).
+        texts, labels, doc_ids: the held-out documents, their true label indices and their ids.
+        settings: what to attack and how.
+        output_dir: where the results go (module docstring).
+        identity: what else identifies the run in run.json (checkpoints, data).
+        train: training texts and label indices (label clusters for negative attacks).
+        device: where a trainer this run makes for itself runs (``run`` without ``trainer``).
+        stats: the label space with training frequencies (bins); default: the first model's ``label_stats``.
+    """
 
     def __init__(self, models: dict[str, Any], texts: Sequence[str], labels: Sequence[np.ndarray],
                  doc_ids: Sequence[str], settings: AttackSettings, output_dir: str | Path,
                  identity: dict[str, Any] | None = None,
-                 train: tuple[Sequence[str], Sequence[np.ndarray]] | None = None, device: str = "cpu") -> None:
+                 train: tuple[Sequence[str], Sequence[np.ndarray]] | None = None, device: str = "cpu",
+                 stats: Any = None) -> None:
         if not models:
             raise ValueError("nothing to attack: no model given")
-        first = next(iter(models.values()))
+        first_name, first = next(iter(models.items()))
+        self.stats = stats if stats is not None else first.label_stats
         for name, m in models.items():
-            if m.label_stats.label_ids != first.label_stats.label_ids:
-                raise UserError(f"model {name!r} has another label space than {next(iter(models))!r}; "
-                                 "compare only models trained on the same dataset")
+            ids = _label_ids(m)
+            if ids is not None and ids != list(self.stats.label_ids):
+                raise UserError(f"model {name!r} has another label space than "
+                                + (f"{first_name!r}; compare only models trained on the same dataset"
+                                   if stats is None else "the data"))
         self.models, self.texts, self.labels, self.doc_ids = models, texts, labels, doc_ids
         self.settings = settings
         self.train = train
-        self.device = str(device)  # where the masked LM and a sentence-transformers encoder run
-        self.stats = first.label_stats
+        self.device = str(device)
         self.out = Path(output_dir)
         self.identity = {"settings": asdict(settings), **(identity or {})}
+        self.store = RunStore(self.out, self.identity)
         self.empty_bins: dict[str, list[str]] = {}  # bins without an eligible pair, per kind
-
-    # -- the run directory --
-
-    def _holds_results(self) -> bool:
-        """Whether results.jsonl holds a whole result line: only then do other arguments mix with earlier ones."""
-        path = self.out / "results.jsonl"
-        if not path.exists():
-            return False
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    json.loads(line)
-                    return True
-                except json.JSONDecodeError:  # blank, or cut by a crash while the first result was written
-                    continue
-        return False
-
-    def _check_run_dir(self) -> set[tuple[str, str, str, int]]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        run_file = self.out / "run.json"
-        ident = json.loads(json.dumps(self.identity))
-        try:
-            previous = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else None
-        except json.JSONDecodeError:
-            previous = {}
-        # a run that stopped before its first result (a wrong path, say) does not lock the directory
-        if previous is not None and previous != ident and self._holds_results():
-            diff = sorted(k for k in set(previous) | set(ident) if previous.get(k) != ident.get(k))
-            sdiff = sorted(k for k in ident["settings"] if previous.get("settings", {}).get(k)
-                           != ident["settings"][k]) if "settings" in diff else []
-            raise UserError(f"{self.out} holds a run with other arguments ({', '.join(diff)}"
-                            + (f": {', '.join(sdiff)}" if sdiff else "") + "); results would mix. "
-                            "Use another output directory, or delete it to start over.")
-        if previous != ident:
-            run_file.write_text(json.dumps(ident, indent=2), encoding="utf-8")
-        done: set[tuple[str, str, str, int]] = set()
-        results = self.out / "results.jsonl"
-        if results.exists():
-            lines = results.read_text(encoding="utf-8").splitlines()
-            for i, line in enumerate(lines):
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    if i == len(lines) - 1:  # a line cut by a crash: drop it, it will be redone
-                        with open(results, "w", encoding="utf-8") as f:
-                            f.write("".join(x + "\n" for x in lines[:-1]))
-                        break
-                    raise UserError(f"{results}:{i + 1}: not valid JSON; delete the line or use another "
-                                    "output directory") from None
-                done.add((r["model"], r["kind"], r["doc_id"], r["target_index"]))
-        return done
+        self.bins: list[FrequencyBin] = []
+        self.label_bin = np.zeros(0, np.int64)
 
     # -- choosing pairs --
 
@@ -158,7 +168,8 @@ class AttackRun:
         return predicted_topk(batches, self.settings.k)
 
     def choose_pairs(self) -> tuple[dict[str, np.ndarray], list[FrequencyBin]]:
-        """Pairs every model classifies correctly, binned by training frequency, equal numbers per bin."""
+        """Pairs every model classifies correctly, binned by training frequency, equal numbers per bin. A bin
+        without pairs of a kind is reported (``empty_bins``); a kind without any pair is a user error."""
         s, n_labels = self.settings, len(self.stats)
         tops = {name: self._topk(m) for name, m in self.models.items()}
         allowed = None if s.labels is None else _resolve_labels(s.labels, self.stats.label_ids,
@@ -171,26 +182,32 @@ class AttackRun:
             return out if allowed is None else out[np.isin(out[:, 1], allowed)]
 
         pos = common([positive_pairs(t, self.labels, n_labels) for t in tops.values()])
+        among = " among the requested labels" if allowed is not None else ""
         if len(pos) == 0:
-            raise UserError("no correctly classified (document, label) pairs to attack"
-                             + (" among the requested labels" if allowed is not None else ""))
+            raise UserError("no correctly classified (document, label) pairs to attack" + among)
         bins = frequency_bins(self.stats.freqs, pos[:, 1], s.min_labels_per_bin)
         label_bin = bin_of(self.stats.freqs, bins)
         chosen: dict[str, np.ndarray] = {}
-        if "positive" in s.kinds:
-            pairs, _ = sample_per_bin(pos, label_bin, len(bins), s.samples_per_bin, s.seed)
-            chosen["positive"] = pairs
         self.empty_bins = {}
+        if "positive" in s.kinds:
+            sample = sample_bins(pos, label_bin, len(bins), s.samples_per_bin, s.seed, spread=False, equal=True)
+            chosen["positive"] = sample.pairs
+            if sample.empty_bins:
+                self.empty_bins["positive"] = [bins[b].name for b in sample.empty_bins]
         if "negative" in s.kinds:
             # drawn per target, one document per target before any gets a second, eligible for every model;
             # never all eligible pairs listed (millions at 30k labels)
             clusters = self._clusters() if s.negative_clusters else None
             sample = sample_negative_pairs(list(tops.values()), self.labels, n_labels, label_bin, len(bins),
                                            s.samples_per_bin or 200, s.seed + 1, clusters=clusters, allowed=allowed)
+            if len(sample.pairs) == 0:
+                raise UserError("no eligible negative-targeted (document, target) pairs" + among + " in any of the "
+                                f"bins {', '.join(b.name for b in bins)}")
             chosen["negative"] = sample.pairs
-            if sample.empty_bins:  # reported in summary.json and tables.md; the other bins are attacked
+            if sample.empty_bins:
                 self.empty_bins["negative"] = [bins[b].name for b in sample.empty_bins]
-                print(f"negative attacks: no eligible pairs in bin(s) {', '.join(self.empty_bins['negative'])}")
+        for kind, names in self.empty_bins.items():  # reported in summary.json and tables.md; the rest is attacked
+            print(f"{kind} attacks: no eligible pairs in bin(s) {', '.join(names)}")
         self.bins, self.label_bin = bins, label_bin
         return chosen, bins
 
@@ -199,46 +216,75 @@ class AttackRun:
             raise ValueError("negative_clusters needs the training documents (label representations)")
         return label_clusters(self.train[0], self.train[1], len(self.stats), seed=self.settings.seed)
 
+    # -- planning --
+
+    def key(self, job: Job) -> JobKey:
+        return job.model, job.kind, self.doc_ids[job.doc], job.target
+
+    def plan(self) -> Plan:
+        """Check the output directory, choose the pairs and list the jobs: model by model, kind by kind, pair by
+        pair. Rank 0 only; the other processes get the plan from it."""
+        done = self.store.open()
+        chosen, bins = self.choose_pairs()
+        jobs = [Job(0, name, kind, int(d), int(t)) for name in self.models for kind, pairs in chosen.items()
+                for d, t in pairs]
+        jobs = [Job(i, j.model, j.kind, j.doc, j.target) for i, j in enumerate(jobs)]
+        return Plan(jobs, done, bins, self.label_bin, dict(self.empty_bins))
+
+    def adopt(self, plan: Plan) -> None:
+        """Take rank 0's plan (bins name the rows' bins; empty bins go into the report)."""
+        self.bins, self.label_bin, self.empty_bins = plan.bins, plan.label_bin, dict(plan.empty_bins)
+
+    def groups(self, plan: Plan) -> list[list[Job]]:
+        """The jobs left, in groups of ``documents_at_once`` attacked together. Groups are cut from the whole job
+        list, per model, before what is done is taken out, so a rerun attacks a job with the same companions
+        (the same forward passes) as an uninterrupted run; groups left empty are dropped."""
+        size = max(1, self.settings.documents_at_once)
+        out = []
+        for name in self.models:
+            mine = [j for j in plan.jobs if j.model == name]
+            for start in range(0, len(mine), size):
+                left = [j for j in mine[start:start + size] if self.key(j) not in plan.done]
+                if left:
+                    out.append(left)
+        return out
+
     # -- attacking --
 
-    def run(self, show_progress: bool = True) -> dict[str, Any]:
-        done = self._check_run_dir()
-        chosen, bins = self.choose_pairs()
-        s = self.settings
+    def tools(self, device: str) -> Tools:
+        """The masked LM, the sentence encoder and a search per model, on ``device``."""
         from xmtc.attack.transformation import MaskedLMSubstitution
 
+        s = self.settings
         transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode, batch_size=s.batch_size,
-                                              device=self.device)
-        encoder = load_encoder(s, device=self.device)
-        jobs = [(name, kind, int(d), int(t)) for name in self.models for kind, pairs in chosen.items()
-                for d, t in pairs if (name, kind, self.doc_ids[d], int(t)) not in done]
-        total = sum(len(p) for p in chosen.values()) * len(self.models)
-        results_path = self.out / "results.jsonl"
-        with open(results_path, "a", encoding="utf-8") as sink, \
-                tqdm(total=total, initial=total - len(jobs), desc="attacks", disable=not show_progress) as bar:
-            searches = {name: build_search(m, transformation, s) for name, m in self.models.items()}
-            for name in self.models:
-                mine = [job for job in jobs if job[0] == name]
-                for start in range(0, len(mine), max(1, s.documents_at_once)):
-                    group = mine[start:start + max(1, s.documents_at_once)]
-                    began = time.perf_counter()
-                    results = attack_documents(searches[name], self.models[name],
-                                               [self.texts[d] for _, _, d, _ in group],
-                                               [(t, kind) for _, kind, _, t in group], s, encoder)
-                    seconds = (time.perf_counter() - began) / len(group)
-                    for (_, _, d, t), result in zip(group, results, strict=True):
-                        row = self._row(name, d, self.label_bin[t], result, seconds)
-                        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    sink.flush()
-                    bar.update(len(group))
-        return self.report()
+                                              device=device)
+        encoder = load_encoder(s, device=device)
+        return Tools({name: build_search(m, transformation, s) for name, m in self.models.items()}, encoder)
 
-    def _row(self, model: str, doc: int, bin_index: int, r: AttackResult, seconds: float) -> dict[str, Any]:
-        return result_row(r, self.stats, model, self.doc_ids[doc], doc, self.bins[bin_index].name,
-                          self.settings.similarity_measure, seconds)
+    def attack_group(self, group: Sequence[Job], tools: Tools) -> list[dict[str, Any]]:
+        """Attack one group (one model's jobs, their texts sharing forward passes); its result rows."""
+        name = group[0].model
+        began = time.perf_counter()
+        results = attack_documents(tools.searches[name], self.models[name], [self.texts[j.doc] for j in group],
+                                   [(j.target, j.kind) for j in group], self.settings, tools.encoder)
+        seconds = (time.perf_counter() - began) / len(group)
+        return [result_row(r, self.stats, name, self.doc_ids[j.doc], j.doc, self.bins[self.label_bin[j.target]].name,
+                           self.settings.similarity_measure, seconds) for j, r in zip(group, results, strict=True)]
 
-    def report(self) -> dict[str, Any]:
-        rows = [json.loads(line) for line in (self.out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    def run(self, show_progress: bool = True, trainer: Any = None) -> dict[str, Any]:
+        """Attack everything not done yet and write the report; returns the summary (on every process).
+
+        ``trainer``: the Lightning Trainer whose test loop runs the attack (its devices and strategy shard the
+        groups: ``devices=N, strategy="ddp"``); default: one process on ``device``, no logger or checkpoints."""
+        from xmtc.attack.lightning import AttackModule, attack_trainer, run_quietly
+
+        module = AttackModule(self, show_progress=show_progress)
+        run_quietly(trainer or attack_trainer(self.device), module)
+        return module.summary
+
+    def report(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """summary.json, tables.md and the plots, from ``rows`` (default: results.jsonl)."""
+        rows = self.store.rows() if rows is None else rows
         s = self.settings
         summary = summarize(rows, s.similarity_threshold, similarity_measure=encoder_description(s))
         summary["empty_bins"] = empty = self.empty_bins
