@@ -67,11 +67,15 @@ def test_an_empty_negative_bin_is_reported_and_the_positive_attacks_run(tmp_path
             assert r["target_label"] not in r["topk_before"]
 
 
-def test_an_unknown_label_is_a_user_error_naming_the_option() -> None:
+def test_an_unknown_label_is_a_user_error_naming_the_option(tmp_path) -> None:
     import pytest
 
-    from xmtc.attack.runner import _resolve_labels
     from xmtc.errors import UserError
 
+    stats = LabelStats(["l0", "l1", "l2", "l3", "l4"], ["Always", "Fishery", "Forestry", "Dairy", "Wine"],
+                       np.array([50, 40, 30, 20, 10]), 100, 0.55, 1.5)
+    settings = AttackSettings(k=2, encoder=None, labels=["fish"], min_labels_per_bin=1)
+    run = AttackRun({"normal": KnownScorer(stats)}, ["alpha river", "beta stone"], [np.array([0, 1]), np.array([2])],
+                    ["d0", "d1"], settings, tmp_path / "run")
     with pytest.raises(UserError, match=r"settings.labels: unknown label 'fish'.*did you mean \['Fishery'\]"):
-        _resolve_labels(["fish"], ["l0", "l1"], ["Fishery", "Forestry"])
+        run.choose_pairs()

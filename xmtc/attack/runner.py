@@ -35,16 +35,7 @@ from xmtc.attack.recipe import (  # noqa: F401 (re-exported: the settings' old h
 )
 from xmtc.attack.report import markdown_tables, plot_success_by_frequency, summarize
 from xmtc.attack.run_store import JobKey, RunStore
-from xmtc.attack.selection import (
-    FrequencyBin,
-    bin_of,
-    frequency_bins,
-    label_clusters,
-    positive_pairs,
-    predicted_topk,
-    sample_bins,
-    sample_negative_pairs,
-)
+from xmtc.attack.selection import FrequencyBin, choose_pairs, label_clusters, predicted_topk_of
 from xmtc.errors import UserError
 
 
@@ -66,6 +57,7 @@ def result_row(r: AttackResult, stats: Any, model: str, doc_id: str, doc_index: 
 
 
 def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names: Sequence[str]) -> np.ndarray:
+    """Until the robustness callback imports no private name of this module: ``LabelStats.indices_of``'s rule."""
     by_id = {lab: i for i, lab in enumerate(label_ids)}
     by_name = {name.lower(): i for i, name in enumerate(label_names)}
     out = []
@@ -162,54 +154,21 @@ class AttackRun:
 
     # -- choosing pairs --
 
-    def _topk(self, model: Any) -> np.ndarray:
-        bs = self.settings.batch_size
-        batches = (model.score_texts(self.texts[i:i + bs], batch_size=bs) for i in range(0, len(self.texts), bs))
-        return predicted_topk(batches, self.settings.k)
-
     def choose_pairs(self) -> tuple[dict[str, np.ndarray], list[FrequencyBin]]:
-        """Pairs every model classifies correctly, binned by training frequency, equal numbers per bin. A bin
-        without pairs of a kind is reported (``empty_bins``); a kind without any pair is a user error."""
-        s, n_labels = self.settings, len(self.stats)
-        tops = {name: self._topk(m) for name, m in self.models.items()}
-        allowed = None if s.labels is None else _resolve_labels(s.labels, self.stats.label_ids,
-                                                                 self.stats.label_names)
-
-        def common(pairs_by_model: list[np.ndarray]) -> np.ndarray:
-            keys = [set(map(tuple, p)) for p in pairs_by_model]
-            both = set.intersection(*keys)
-            out = np.array(sorted(both), dtype=np.int64).reshape(-1, 2)
-            return out if allowed is None else out[np.isin(out[:, 1], allowed)]
-
-        pos = common([positive_pairs(t, self.labels, n_labels) for t in tops.values()])
-        among = " among the requested labels" if allowed is not None else ""
-        if len(pos) == 0:
-            raise UserError("no correctly classified (document, label) pairs to attack" + among)
-        bins = frequency_bins(self.stats.freqs, pos[:, 1], s.min_labels_per_bin)
-        label_bin = bin_of(self.stats.freqs, bins)
-        chosen: dict[str, np.ndarray] = {}
-        self.empty_bins = {}
-        if "positive" in s.kinds:
-            sample = sample_bins(pos, label_bin, len(bins), s.samples_per_bin, s.seed, spread=False, equal=True)
-            chosen["positive"] = sample.pairs
-            if sample.empty_bins:
-                self.empty_bins["positive"] = [bins[b].name for b in sample.empty_bins]
-        if "negative" in s.kinds:
-            # drawn per target, one document per target before any gets a second, eligible for every model;
-            # never all eligible pairs listed (millions at 30k labels)
-            clusters = self._clusters() if s.negative_clusters else None
-            sample = sample_negative_pairs(list(tops.values()), self.labels, n_labels, label_bin, len(bins),
-                                           s.samples_per_bin or 200, s.seed + 1, clusters=clusters, allowed=allowed)
-            if len(sample.pairs) == 0:
-                raise UserError("no eligible negative-targeted (document, target) pairs" + among + " in any of the "
-                                f"bins {', '.join(b.name for b in bins)}")
-            chosen["negative"] = sample.pairs
-            if sample.empty_bins:
-                self.empty_bins["negative"] = [bins[b].name for b in sample.empty_bins]
+        """Pairs every model classifies correctly, binned by training frequency, equal numbers per bin
+        (``xmtc.attack.selection.choose_pairs``). A bin without pairs of a kind is reported (``empty_bins``);
+        a kind without any pair is a user error."""
+        s = self.settings
+        tops = [predicted_topk_of(m, self.texts, s.k, s.batch_size) for m in self.models.values()]
+        allowed = None if s.labels is None else self.stats.indices_of(s.labels)
+        clusters = self._clusters() if "negative" in s.kinds and s.negative_clusters else None
+        choice = choose_pairs(tops, self.labels, self.stats, s.kinds, samples_per_bin=s.samples_per_bin,
+                              min_labels_per_bin=s.min_labels_per_bin, seed=s.seed, allowed=allowed,
+                              clusters=clusters)
+        self.bins, self.label_bin, self.empty_bins = choice.bins, choice.label_bin, dict(choice.empty_bins)
         for kind, names in self.empty_bins.items():  # reported in summary.json and tables.md; the rest is attacked
             print(f"{kind} attacks: no eligible pairs in bin(s) {', '.join(names)}")
-        self.bins, self.label_bin = bins, label_bin
-        return chosen, bins
+        return choice.pairs, choice.bins
 
     def _clusters(self) -> np.ndarray:
         if self.train is None:
