@@ -69,6 +69,16 @@ def _ensure_artifacts(ckpt: str | None, mlm: str | None) -> tuple[str, str]:
     return ckpt, mlm
 
 
+def bench_pairs(model: object, texts: list[str], labels: list[np.ndarray], n: int, seed: int) -> np.ndarray:
+    """``n`` (document, label) pairs the model's top-5 gets right, a uniform seeded draw (no bins: the bench
+    compares implementations on the same pairs, not frequencies)."""
+    from xmtc.attack.selection import correct_pairs, predicted_topk_of
+
+    pairs = correct_pairs([predicted_topk_of(model, texts, 5, 64)], labels, len(model.label_stats), by_rank=True)
+    rng = np.random.default_rng(seed)
+    return pairs[rng.choice(len(pairs), size=min(n, len(pairs)), replace=False)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ckpt")
@@ -95,7 +105,6 @@ def main() -> None:
     from xmtc.attack.reference import reference_greedy_attack
     from xmtc.attack.runner import fit_to_model
     from xmtc.attack.search import GreedyWordSearch
-    from xmtc.attack.selection import positive_pairs, predicted_topk
     from xmtc.attack.transformation import MaskedLMSubstitution
     from xmtc.data.readers import read_split
     from xmtc.models import AttentionXML
@@ -106,10 +115,7 @@ def main() -> None:
     index = {label: i for i, label in enumerate(model.label_stats.label_ids)}
     texts = [fit_to_model(model, t)[0] for t in split.texts[: a.max_docs or None]]
     labels = [np.array([index[x] for x in y if x in index], dtype=np.int64) for y in split.labels[: len(texts)]]
-    topk = predicted_topk((model.score_texts(texts[i:i + 64]) for i in range(0, len(texts), 64)), 5)
-    pairs = positive_pairs(topk, labels, model.num_labels)
-    rng = np.random.default_rng(a.seed)
-    pairs = pairs[rng.choice(len(pairs), size=min(a.pairs, len(pairs)), replace=False)]
+    pairs = bench_pairs(model, texts, labels, a.pairs, a.seed)
     substitution = MaskedLMSubstitution(mlm, k=a.candidates, mode=a.mlm_mode, local_files_only=True)
 
     # the reference algorithm (one text per forward pass) and the engine (one document at a time, phases

@@ -318,25 +318,24 @@ def choose_min_labels_per_bin(checkpoints: dict[str, str], data_dir: str, cap: i
     so the paper's L = 100 would leave one or two bins)."""
     import numpy as np
 
-    from xmtc.attack.selection import frequency_bins, positive_pairs, predicted_topk
+    from xmtc.attack.selection import correct_pairs, frequency_bins, predicted_topk_of
     from xmtc.data.readers import read_split
     from xmtc.models import AttentionXML
 
     test = read_split(data_dir, "test")
-    pairs: dict[str, set[tuple[int, int]]] = {}
-    freqs = None
+    tops: dict[str, np.ndarray] = {}
+    label_ids = freqs = None
     for name, path in checkpoints.items():
         model = AttentionXML.load_from_checkpoint(path, map_location="cpu").eval()
-        index = {lab: i for i, lab in enumerate(model.label_stats.label_ids)}
-        labels = [np.array([index[x] for x in y if x in index], dtype=np.int64) for y in test.labels]
-        batches = (model.score_texts(test.texts[i:i + batch_size], batch_size=batch_size)
-                   for i in range(0, len(test.texts), batch_size))
-        top = predicted_topk(batches, k)
-        pairs[name] = set(map(tuple, positive_pairs(top, labels, len(index)).tolist()))
-        freqs = np.asarray(model.label_stats.freqs)
+        if label_ids is not None and model.label_stats.label_ids != label_ids:
+            raise ValueError(f"{path}: another label space than the other checkpoints'; compare models of one dataset")
+        label_ids, freqs = model.label_stats.label_ids, np.asarray(model.label_stats.freqs)
+        tops[name] = predicted_topk_of(model, test.texts, k, batch_size)
+    index = {lab: i for i, lab in enumerate(label_ids)}
+    labels = [np.array([index[x] for x in y if x in index], dtype=np.int64) for y in test.labels]
 
-    def choose(chosen: set[tuple[int, int]]) -> dict[str, Any]:
-        targets = np.array(sorted({t for _, t in chosen}), dtype=np.int64)
+    def choose(chosen: np.ndarray) -> dict[str, Any]:
+        targets = np.unique(chosen[:, 1])
         if len(targets) == 0:
             return {"min_labels_per_bin": 1, "bins": [], "labels": 0, "pairs": 0}
         best = 1
@@ -348,7 +347,8 @@ def choose_min_labels_per_bin(checkpoints: dict[str, str], data_dir: str, cap: i
         return {"min_labels_per_bin": best, "bins": [b.name for b in bins], "labels": len(targets),
                 "pairs": len(chosen)}
 
-    common = set.intersection(*pairs.values())
+    pairs = {name: correct_pairs([top], labels, len(index)) for name, top in tops.items()}
+    common = correct_pairs(list(tops.values()), labels, len(index))
     return {"normal": choose(pairs["normal"]), "compare": choose(common),
             "correct_pairs": {name: len(p) for name, p in pairs.items()}}
 

@@ -472,22 +472,117 @@ def test_the_robustness_callback_draws_what_it_drew(demo_problem, case):
         assert {j.kind for j in jobs} == set(s.kinds)
 
 
-@pytest.mark.parametrize("case", CLI_CASES)
-def test_the_former_command_path_is_the_runner_s(demo_problem, case, tmp_path):
-    """While runner.py still has it: the former path above is AttackRun.choose_pairs, draw for draw."""
-    from xmtc.attack.runner import AttackRun
+# -- choose_pairs: kinds, empty bins, non-targeted documents; label lookup --
+
+def _stats(freqs, names=None):
+    from xmtc.data.label_stats import LabelStats
+
+    ids = [f"l{i}" for i in range(len(freqs))]
+    return LabelStats(ids, names or [f"name {i}" for i in range(len(freqs))], np.asarray(freqs), 100, 0.55, 1.5)
+
+
+def test_correct_pairs_are_those_every_model_gets_right():
+    labels, top_a = _random_problem(0)
+    _, top_b = _random_problem(1)
+    from xmtc.attack.selection import correct_pairs
+
+    want = sorted((d, t) for d in range(len(labels)) for t in set(labels[d]) if t in top_a[d] and t in top_b[d])
+    assert [tuple(p) for p in correct_pairs([top_a, top_b], labels, 40)] == want and want
+    by_rank = correct_pairs([top_a], labels, 40, by_rank=True)
+    assert np.array_equal(by_rank, positive_pairs(top_a, labels, 40))
+    assert sorted(map(tuple, by_rank)) == [tuple(p) for p in correct_pairs([top_a], labels, 40)]
+
+
+def test_predicted_topk_of_scores_in_batches():
     from xmtc.attack.selection import predicted_topk_of
 
-    stats, texts, labels, models, clusters, train = demo_problem
-    n_models, changes = CLI_CASES[case]
-    s = _settings(**changes)
-    if case == "requested labels":
-        s = _requested_labels(stats, predicted_topk_of(models[0], texts, s.k, s.batch_size), labels)
-    run = AttackRun({f"m{i}": m for i, m in enumerate(models[:n_models])}, texts, labels,
-                    [str(i) for i in range(len(texts))], s, tmp_path, train=train)
-    chosen, bins = run.choose_pairs()
-    tops = [predicted_topk_of(m, texts, s.k, s.batch_size) for m in models[:n_models]]
-    want, want_bins, want_empty = _former_cli_pairs(tops, labels, stats, s, clusters if s.negative_clusters else None)
-    assert bins == want_bins and list(chosen) == list(want) and run.empty_bins == want_empty
-    for kind in want:
-        assert np.array_equal(chosen[kind], want[kind])
+    class Scorer:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, int]] = []
+
+        def score_texts(self, texts, batch_size=64):
+            self.calls.append((len(texts), batch_size))
+            return torch.tensor([[float(len(t)), 1.0, float(t.count("a"))] for t in texts])
+
+    scorer = Scorer()
+    texts = ["a", "bbbb", "aaaa", "", "aaaaa"]
+    top = predicted_topk_of(scorer, texts, 2, batch_size=2)
+    assert top.tolist() == [[0, 1], [0, 1], [0, 2], [1, 0], [0, 2]]  # ties to the lower label index
+    assert scorer.calls == [(2, 2), (2, 2), (1, 2)]
+    assert predicted_topk_of(scorer, [], 2, batch_size=2).shape == (0, 2)
+
+
+def test_a_bin_without_pairs_is_reported_and_a_kind_without_any_is_a_user_error():
+    from xmtc.attack.selection import choose_pairs
+    from xmtc.errors import UserError
+
+    # label 0 (freq 1) is true and predicted for every document; labels 1-2 (freq 5) are true, never predicted
+    stats = _stats([1, 5, 5, 9])
+    labels = [np.array([0, 1 + d % 2]) for d in range(10)]
+    top = np.tile(np.array([0, 3]), (10, 1))
+    bins = [FrequencyBin(1, 1), FrequencyBin(5, 5), FrequencyBin(9, 9)]
+    got = choose_pairs([top], labels, stats, ["positive", "negative"], samples_per_bin=4, min_labels_per_bin=1,
+                       seed=0, bins=bins)
+    assert got.empty_bins["positive"] == ["5", "9"] and len(got.pairs["positive"]) == 4
+    assert got.pair_bins("positive").tolist() == [0] * 4 and [len(p) for p in got.by_bin("positive")] == [4, 0, 0]
+    # negatives: label 0 and 3 are predicted everywhere, 1 and 2 are negatives of half the documents each
+    assert got.empty_bins["negative"] == ["1", "9"] and set(got.pairs["negative"][:, 1]) <= {1, 2}
+    for d, t in got.pairs["negative"]:
+        assert t not in labels[d] and t not in top[d]
+    with pytest.raises(UserError, match=r"no eligible negative-targeted .* in any of the bins 1, 9"):
+        choose_pairs([top], labels, stats, ["negative"], samples_per_bin=4, min_labels_per_bin=1, seed=0,
+                     bins=[bins[0], bins[2]])
+    with pytest.raises(UserError, match="no correctly classified .* among the requested labels"):
+        choose_pairs([top], labels, stats, ["positive"], samples_per_bin=4, min_labels_per_bin=1, seed=0,
+                     allowed=np.array([1, 2]))
+    with pytest.raises(UserError, match="settings.kinds"):
+        choose_pairs([top], labels, stats, ["untargeted"], samples_per_bin=4, min_labels_per_bin=1, seed=0)
+    with pytest.raises(ValueError, match=r"tops\[0\] has shape"):
+        choose_pairs([top[:3]], labels, stats, ["positive"], samples_per_bin=4, min_labels_per_bin=1, seed=0)
+
+
+@pytest.mark.parametrize("equal", [True, False])
+def test_nontargeted_documents_are_binned_by_their_rarest_correct_label(equal):
+    from xmtc.attack.selection import choose_pairs, correct_pairs, nontargeted_pairs
+
+    rng = np.random.default_rng(5)
+    docs, num_labels = 200, 30
+    freqs = rng.integers(1, 60, num_labels)
+    labels = [rng.choice(num_labels, size=rng.integers(1, 6), replace=False) for _ in range(docs)]
+    tops = [np.stack([rng.permutation(num_labels)[:6] for _ in range(docs)]) for _ in range(2)]
+    stats = _stats(freqs)
+    got = choose_pairs(tops, labels, stats, ["nontargeted", "positive"], samples_per_bin=5, min_labels_per_bin=4,
+                       seed=1, equal=equal)
+    assert list(got.pairs) == ["positive", "nontargeted"]  # the kinds in KINDS order
+    # every document with a label correct for both models, once, with its rarest such label (ties: lower index)
+    everyone = nontargeted_pairs(correct_pairs(tops, labels, num_labels), freqs)
+    for d in range(docs):
+        right = [t for t in labels[d] if all(t in top[d] for top in tops)]
+        rows = everyone[everyone[:, 0] == d]
+        if not right:
+            assert len(rows) == 0
+        else:
+            assert rows[:, 1].tolist() == [min(right, key=lambda t: (freqs[t], t))]
+    chosen = got.pairs["nontargeted"]
+    assert len(np.unique(chosen[:, 0])) == len(chosen) and {tuple(p) for p in chosen} <= {tuple(p) for p in everyone}
+    found = np.bincount(got.label_bin[everyone[:, 1]], minlength=len(got.bins))
+    counts = [len(p) for p in got.by_bin("nontargeted")]
+    if equal:  # every bin cut to the smallest
+        assert counts == [min(5, found.min())] * len(got.bins)
+    else:
+        assert counts == np.minimum(found, 5).tolist()
+    again = choose_pairs(tops, labels, stats, ["nontargeted"], samples_per_bin=5, min_labels_per_bin=4, seed=1,
+                         equal=equal)
+    assert np.array_equal(again.pairs["nontargeted"], chosen)  # drawn apart from the other kinds
+
+
+def test_indices_of_takes_ids_and_names_and_names_the_field_for_an_unknown_one():
+    from xmtc.errors import UserError
+
+    stats = _stats([3, 4, 5, 6], names=["Fishery", "Forestry", "Dairy", "Fish stock"])
+    assert stats.indices_of(["l3", "dairy", "FISHERY", "l0"]).tolist() == [0, 2, 3]
+    assert stats.indices_of([]).dtype == np.int64
+    with pytest.raises(UserError, match=r"settings.labels: unknown label 'fish'.*\['Fishery', 'Fish stock'\]"):
+        stats.indices_of(["fish"])
+    with pytest.raises(UserError, match=r"^attack.labels: unknown label 'l9'.*label space$"):
+        stats.indices_of(["l9"], field="attack.labels")

@@ -150,6 +150,36 @@ def test_show_robustness_prints_intervals_for_new_and_old_files(tmp_path, capsys
     assert "| positive | 10-99 | - / -, 0 |" in capsys.readouterr().out
 
 
+def test_a_kind_without_pairs_leaves_the_other_attacked_and_none_skips_the_evaluation():
+    """Pairs come from ``choose_pairs`` one kind at a time: an untrained model with no correct prediction still
+    gets negative attacks; with no pairs of any kind the evaluation is skipped (a ValueError saying why)."""
+    from types import SimpleNamespace
+
+    from xmtc.attack.recipe import AttackSettings
+    from xmtc.data.label_stats import LabelStats
+
+    stats = LabelStats(["a", "b", "c", "d"], ["A", "B", "C", "D"], np.array([1, 2, 3, 4]), 10, 0.55, 1.5)
+
+    class Constant:  # ranks labels 3, 2 first for every text: never a true label
+        label_stats = stats
+
+        def score_texts(self, texts, batch_size=64):
+            return torch.tensor([[0.1, 0.2, 0.3, 0.4]]).expand(len(texts), 4)
+
+    labels = [np.array([d % 2]) for d in range(6)]
+    trainer = SimpleNamespace(datamodule=None, val_dataloaders=SimpleNamespace(
+        dataset=SimpleNamespace(texts=[f"text {d}" for d in range(6)], labels=labels)))
+    settings = AttackSettings(kinds=["positive", "negative"], k=2, min_labels_per_bin=1, samples_per_bin=2,
+                              negative_clusters=False)
+    jobs = RobustnessCallback(settings, max_bins=2)._choose_jobs(trainer, Constant())
+    assert jobs and {j.kind for j in jobs} == {"negative"}
+    for j in jobs:  # a label neither true nor predicted
+        assert j.target not in labels[j.doc] and j.target in (0, 1)
+    only_positive = RobustnessCallback(AttackSettings(kinds=["positive"], k=2, min_labels_per_bin=1), max_bins=2)
+    with pytest.raises(ValueError, match="no correctly classified validation pairs to attack: no correctly classified"):
+        only_positive._choose_jobs(trainer, Constant())
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return write_axml(tmp_path_factory.mktemp("robustness") / "toy", {"train": 300, "test": 30})

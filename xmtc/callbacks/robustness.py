@@ -57,16 +57,15 @@ from xmtc.attack.report import (
     plot_success_over_training,
     summarize,
 )
-from xmtc.attack.runner import _resolve_labels, result_row
+from xmtc.attack.runner import result_row
 from xmtc.attack.selection import (
     FrequencyBin,
-    bin_of,
+    choose_pairs,
     frequency_bins,
     label_clusters,
-    positive_pairs,
-    predicted_topk,
-    sample_negative_pairs,
+    predicted_topk_of,
 )
+from xmtc.errors import UserError
 
 # Small by default: an evaluation should cost a fraction of an epoch (docs/performance.md).
 DEFAULT_SETTINGS = AttackSettings(kinds=["positive"], candidates=24, min_labels_per_bin=50, samples_per_bin=8,
@@ -177,7 +176,6 @@ class RobustnessCallback(Callback):
         self._tools: tuple[Any, Any] | None = None
         self._docs: np.ndarray | None = None
         self._bins: list[FrequencyBin] = []
-        self._label_bin: np.ndarray | None = None
         self._clusters: np.ndarray | None = None
         self._epoch_started = time.perf_counter()
 
@@ -296,8 +294,7 @@ class RobustnessCallback(Callback):
         ordered round robin over kinds and bins (so a time limit still leaves every bin some pairs)."""
         s, stats = self.settings, pl_module.label_stats
         texts, labels = self._val_data(trainer)
-        n_labels = len(stats)
-        allowed = None if s.labels is None else _resolve_labels(s.labels, stats.label_ids, stats.label_names)
+        allowed = None if s.labels is None else stats.indices_of(s.labels)
         if self._docs is None:
             rng = np.random.default_rng(s.seed)
             docs = np.arange(len(texts))
@@ -310,41 +307,33 @@ class RobustnessCallback(Callback):
             # the outer bins reach to the rarest and the most frequent label, so every label has a bin
             bins[0] = FrequencyBin(int(min(stats.freqs.min(), bins[0].low)), bins[0].high)
             bins[-1] = FrequencyBin(bins[-1].low, int(max(stats.freqs.max(), bins[-1].high)))
-            self._docs, self._bins, self._label_bin = docs, bins, bin_of(stats.freqs, bins)
-        docs, label_bin, nb = self._docs, self._label_bin, len(self._bins)
+            self._docs, self._bins = docs, bins
+        docs = self._docs
         doc_labels = [labels[d] for d in docs]
-        bs = s.batch_size
-        top = predicted_topk((pl_module.score_texts([texts[d] for d in docs[i:i + bs]], batch_size=bs)
-                              for i in range(0, len(docs), bs)), s.k)
-        rng = np.random.default_rng(s.seed)
+        top = predicted_topk_of(pl_module, [texts[d] for d in docs], s.k, s.batch_size)
         per_kind: dict[str, list[np.ndarray]] = {}
-        if "positive" in s.kinds:
-            pos = positive_pairs(top, doc_labels, n_labels)
-            if allowed is not None:
-                pos = pos[np.isin(pos[:, 1], allowed)]
-            per_kind["positive"] = [self._sample(pos[label_bin[pos[:, 1]] == b], rng) for b in range(nb)]
-        if "negative" in s.kinds:
-            # drawn per target, one document per target before any gets a second (never all eligible pairs)
-            clusters = self._label_clusters(trainer, n_labels) if s.negative_clusters else None
-            per_kind["negative"] = sample_negative_pairs(
-                [top], doc_labels, n_labels, label_bin, nb, s.samples_per_bin or 200, s.seed, clusters=clusters,
-                allowed=allowed, equal=False).by_bin()
+        missing = []
+        for kind in s.kinds:  # one kind at a time: a kind without pairs yet leaves the others attacked
+            clusters = self._label_clusters(trainer, len(stats)) if kind == "negative" and s.negative_clusters else None
+            try:
+                # the bins stay those of the first evaluation; each bin gives what it has (equal=False)
+                choice = choose_pairs([top], doc_labels, stats, [kind], samples_per_bin=s.samples_per_bin,
+                                      min_labels_per_bin=s.min_labels_per_bin, seed=s.seed, allowed=allowed,
+                                      clusters=clusters, bins=self._bins, equal=False, negative_seed=s.seed)
+            except UserError as e:
+                missing.append(str(e))
+                continue
+            per_kind[kind] = choice.by_bin(kind)
         jobs: list[_Job] = []
         longest = max((len(p) for bins in per_kind.values() for p in bins), default=0)
         for j in range(longest):
-            for kind in s.kinds:
+            for kind in per_kind:
                 for b, pairs in enumerate(per_kind[kind]):
                     if j < len(pairs):
                         jobs.append(_Job(len(jobs), kind, int(docs[pairs[j, 0]]), int(pairs[j, 1]), b))
         if not jobs:
-            raise ValueError("no correctly classified validation pairs to attack")
+            raise ValueError("no correctly classified validation pairs to attack: " + "; ".join(missing))
         return jobs
-
-    def _sample(self, pairs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n = self.settings.samples_per_bin
-        if n is not None and len(pairs) > n:
-            pairs = pairs[np.sort(rng.choice(len(pairs), n, replace=False))]
-        return pairs
 
     def _label_clusters(self, trainer: L.Trainer, n_labels: int) -> np.ndarray | None:
         """Label clusters for negative attacks (paper §4.2.2), from the training split, computed once."""
