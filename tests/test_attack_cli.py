@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from test_classifiers import hf_classifier_dir  # noqa: F401 (a fixture: a tiny multilabel BERT trained on toy data)
 from toydata import REPO, write_axml
 
-from xmtc.cli import main
+from xmtc.cli import main, run
 
 TINY_MODEL = [
     "--model.init_args.embedding_dim=16", "--model.init_args.hidden_size=16", "--model.init_args.linear_sizes=[16]",
@@ -105,3 +108,66 @@ def test_shipped_attack_configs_parse_with_a_model_config(capsys):
                   "--print_config"])
         out = capsys.readouterr().out
         assert "masked_lm:" in out and "output_dir: attacks/" in out
+
+
+def test_attack_builds_no_model_from_the_config(setup, tmp_path, monkeypatch):
+    """Only the checkpoint's model is built (an APLC-XLNet config would load an XLNet for nothing), and no word
+    vocabulary is built from the training split (the checkpoint carries its own)."""
+    from xmtc.data.datamodule import WordTokenizer
+    from xmtc.models import AttentionXML
+
+    built = []
+    init = AttentionXML.__init__
+
+    @functools.wraps(init)  # the same signature for the parser
+    def counted(self, *args, **kwargs):
+        built.append(kwargs.get("tokenizer"))
+        init(self, *args, **kwargs)
+
+    def no_vocabulary(*args, **kwargs):
+        raise AssertionError("a vocabulary was built for the attack")
+
+    monkeypatch.setattr(AttentionXML, "__init__", counted)
+    monkeypatch.setattr(WordTokenizer, "build", no_vocabulary)
+    _attack(setup, tmp_path / "run", "--settings.samples_per_bin=1")
+    assert len(built) == 1 and built[0] is None  # load_from_checkpoint's (its tokenizer comes from the checkpoint)
+
+
+def test_a_hugging_face_classifier_is_attacked_beside_the_checkpoint(setup, hf_classifier_dir, tmp_path,  # noqa: F811
+                                                                     capsys):
+    from xmtc.attack.targets import label_columns
+    from xmtc.data.datamodule import XMTCDataModule
+
+    root, data, ckpt, mlm, encoder = setup
+    model_ids = json.loads((hf_classifier_dir / "config.json").read_text(encoding="utf-8"))["id2label"]
+    data_ids = XMTCDataModule(str(data)).label_stats.label_ids
+    assert label_columns([model_ids[str(i)] for i in range(len(model_ids))], data_ids, "m") is not None  # reordered
+    out = tmp_path / "both"
+    _attack(setup, out, f"--hf_model={hf_classifier_dir}")
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    by_model = {m: [r for r in rows if r["model"] == m] for m in ("normal", "toy-bert")}
+    pairs = {m: [(r["kind"], r["doc_id"], r["target_label"]) for r in rs] for m, rs in by_model.items()}
+    assert len(pairs["normal"]) >= 6 and pairs["normal"] == pairs["toy-bert"]  # the same pairs, correct for both models
+    for r in by_model["toy-bert"]:
+        assert r["target_label"] == data_ids[r["target_index"]]  # the data's label space
+        if r["status"] != "skipped":
+            assert r["rank_before"] <= 2 and (r["rank_after"] > 2) == r["success"]
+    assert json.loads((out / "run.json").read_text())["hf_models"] == {"toy-bert": str(hf_classifier_dir)}
+
+    # alone (no checkpoint, no model config needed), and refused when its labels are not the data's
+    alone = tmp_path / "alone"
+    main(["attack", "--data.class_path=xmtc.data.datamodule.XMTCDataModule", f"--data.init_args.data_dir={data}",
+          f"--hf_model={hf_classifier_dir}", f"--output_dir={alone}", f"--settings.masked_lm={mlm}",
+          "--settings.candidates=8", f"--settings.encoder_path={encoder}", "--settings.min_labels_per_bin=2",
+          "--settings.samples_per_bin=2", "--settings.k=2", "--show_progress=false", "--trainer.accelerator=cpu"])
+    assert {json.loads(line)["model"] for line in (alone / "results.jsonl").read_text().splitlines()} == {"toy-bert"}
+    other = tmp_path / "other-labels"
+    shutil.copytree(hf_classifier_dir, other)
+    config = json.loads((other / "config.json").read_text(encoding="utf-8"))
+    config["id2label"]["0"] = "forestry"
+    (other / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    status = run(["attack", f"--config={REPO / 'configs' / 'demo_axml.yaml'}", f"--data.init_args.data_dir={data}",
+                  f"--hf_model={other}", f"--output_dir={tmp_path / 'refused'}", f"--settings.masked_lm={mlm}"])
+    err = capsys.readouterr().err
+    assert status == 2 and (f"error: --hf_model {other} has another label space than the data: 1 of the data's "
+                            "labels are not among the model's (e.g. ['dairy'])") in err, err[-2000:]
