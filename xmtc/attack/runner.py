@@ -56,21 +56,6 @@ def result_row(r: AttackResult, stats: Any, model: str, doc_id: str, doc_index: 
     return row
 
 
-def _resolve_labels(wanted: Sequence[str], label_ids: Sequence[str], label_names: Sequence[str]) -> np.ndarray:
-    """Until the robustness callback imports no private name of this module: ``LabelStats.indices_of``'s rule."""
-    by_id = {lab: i for i, lab in enumerate(label_ids)}
-    by_name = {name.lower(): i for i, name in enumerate(label_names)}
-    out = []
-    for w in wanted:
-        idx = by_id.get(w, by_name.get(w.lower()))
-        if idx is None:
-            close = [n for n in label_names if w.lower() in n.lower()][:5]
-            raise UserError(f"settings.labels: unknown label {w!r}: not a label id or name of the model's label space"
-                             + (f"; did you mean {close}?" if close else ""))
-        out.append(idx)
-    return np.array(sorted(set(out)), dtype=np.int64)
-
-
 def _label_ids(model: Any) -> list[str] | None:
     """A target's label ids in column order: its own ``label_ids``, else its ``label_stats``' (None: unknown)."""
     ids = getattr(model, "label_ids", None)
