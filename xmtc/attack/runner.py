@@ -170,10 +170,9 @@ class AttackRun:
         pair. Rank 0 only; the other processes get the plan from it."""
         done = self.store.open()
         chosen, bins = self.choose_pairs()
-        jobs = [Job(0, name, kind, int(d), int(t)) for name in self.models for kind, pairs in chosen.items()
-                for d, t in pairs]
-        jobs = [Job(i, j.model, j.kind, j.doc, j.target) for i, j in enumerate(jobs)]
-        return Plan(jobs, done, bins, self.label_bin, dict(self.empty_bins))
+        todo = [(name, kind, int(d), int(t))
+                for name in self.models for kind, pairs in chosen.items() for d, t in pairs]
+        return Plan([Job(i, *job) for i, job in enumerate(todo)], done, bins, self.label_bin, dict(self.empty_bins))
 
     def adopt(self, plan: Plan) -> None:
         """Take rank 0's plan (bins name the rows' bins; empty bins go into the report)."""
