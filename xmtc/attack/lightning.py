@@ -59,16 +59,14 @@ def _autograd_available() -> Iterator[None]:
 
 class _Rounds(IterableDataset):
     """The group index this process attacks in each round (-1: it sits the round out). Iterable, so Lightning
-    leaves the dealing to us instead of putting a (padding) DistributedSampler in."""
+    leaves the dealing to us instead of putting a (padding) DistributedSampler in; no ``__len__``, which
+    Lightning would warn about (and need not know: its progress bar is off)."""
 
     def __init__(self, items: list[int]) -> None:
         self.items = items
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 class AttackModule(L.LightningModule):
@@ -190,7 +188,5 @@ def run_quietly(trainer: L.Trainer, module: AttackModule) -> None:
     with warnings.catch_warnings():
         # the groups are dealt by us, one at a time; workers would only copy the models
         warnings.filterwarnings("ignore", message=r".*does not have many workers")
-        warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-        warnings.filterwarnings("ignore", message=r".*Total length of `DataLoader` across ranks is zero")
         warnings.filterwarnings("ignore", category=FutureWarning, message=r"`isinstance\(treespec, LeafSpec\)`")
         trainer.test(module, verbose=False)

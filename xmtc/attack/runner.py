@@ -223,6 +223,8 @@ class AttackRun:
 
         module = AttackModule(self, show_progress=show_progress)
         run_quietly(trainer or attack_trainer(self.device), module)
+        if module.summary is None:  # ran in spawned processes (ddp_spawn): their module's summary stayed there
+            return json.loads((self.out / "summary.json").read_text(encoding="utf-8"))
         return module.summary
 
     def report(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
