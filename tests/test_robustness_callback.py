@@ -180,6 +180,43 @@ def test_a_kind_without_pairs_leaves_the_other_attacked_and_none_skips_the_evalu
         only_positive._choose_jobs(trainer, Constant())
 
 
+def test_nontargeted_jobs_attack_the_documents_true_labels():
+    """A non-targeted job is binned by its document's rarest correctly predicted label and attacks all its true
+    labels (Γ: those in the top-k)."""
+    from types import SimpleNamespace
+
+    from xmtc.attack.recipe import AttackSettings, build_search
+    from xmtc.data.label_stats import LabelStats
+
+    stats = LabelStats(["a", "b", "c", "d"], ["A", "B", "C", "D"], np.array([1, 2, 3, 4]), 10, 0.55, 1.5)
+
+    class Constant:  # ranks labels 3, 2 first for every text, whatever it says
+        label_stats = stats
+
+        def score_texts(self, texts, batch_size=64):
+            return torch.tensor([[0.1, 0.2, 0.3, 0.4]]).expand(len(texts), 4)
+
+    labels = [np.array([0, 3]), np.array([1]), np.array([2, 3]), np.array([0])]
+    trainer = SimpleNamespace(datamodule=None, global_rank=0, current_epoch=0, global_step=0,
+                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)),
+                              val_dataloaders=SimpleNamespace(dataset=SimpleNamespace(
+                                  texts=[f"grandpa text {d}" for d in range(4)], labels=labels)))
+    settings = AttackSettings(kinds=["nontargeted"], k=2, min_labels_per_bin=1, samples_per_bin=4, encoder=None)
+    callback = RobustnessCallback(settings, max_bins=2)
+    jobs = callback._choose_jobs(trainer, Constant())
+    assert sorted(j.doc for j in jobs) == [0, 2] and {j.kind for j in jobs} == {"nontargeted"}
+    assert {j.doc: j.target for j in jobs} == {0: 3, 2: 2}  # the rarest correctly predicted label bins it
+
+    class NoCandidates:
+        def candidates(self, words, positions):
+            return [[] for _ in positions]
+
+    rows = callback._attack_group(trainer, Constant(), build_search(Constant(), NoCandidates(), settings), None,
+                                  trainer.val_dataloaders.dataset.texts, jobs)
+    gammas = {r["doc_index"]: r["message"] for r in rows}
+    assert gammas == {0: "gamma=[3]", 2: "gamma=[2, 3]"}  # every true label in the top-2, not only the bin's
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return write_axml(tmp_path_factory.mktemp("robustness") / "toy", {"train": 300, "test": 30})

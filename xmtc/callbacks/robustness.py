@@ -46,6 +46,7 @@ from xmtc.attack.recipe import (
     AttackSettings,
     attack_documents,
     build_search,
+    build_transformation,
     encoder_description,
     load_encoder,
 )
@@ -160,8 +161,8 @@ class RobustnessCallback(Callback):
             raise ValueError(f"max_bins must be >= 1 or null, got {max_bins}")
         if settings.importance != "mask":
             raise ValueError("the robustness callback runs without gradients: settings.importance must be 'mask'")
-        if not settings.kinds or set(settings.kinds) - {"positive", "negative"}:
-            raise ValueError(f"settings.kinds must be positive and/or negative, got {settings.kinds}")
+        if not settings.kinds or set(settings.kinds) - {"positive", "negative", "nontargeted"}:
+            raise ValueError(f"settings.kinds must be positive, negative and/or nontargeted, got {settings.kinds}")
         self.settings = dataclasses.replace(settings, kinds=list(settings.kinds))
         self.every_n_epochs = every_n_epochs
         self.max_bins = max_bins
@@ -220,12 +221,9 @@ class RobustnessCallback(Callback):
     def _load_tools(self, pl_module: L.LightningModule, device: torch.device) -> None:
         if self._tools is not None:
             return
-        from xmtc.attack.transformation import MaskedLMSubstitution
-
         s = self.settings
         with training_state_preserved(pl_module):  # building models draws random numbers
-            transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode,
-                                                  batch_size=s.batch_size, device=str(device))
+            transformation = build_transformation(s, device=str(device))
             encoder = load_encoder(s, device=str(device))
         self._tools = (transformation, encoder)
 
@@ -251,7 +249,7 @@ class RobustnessCallback(Callback):
 
         s = self.settings
         transformation, encoder = self._tools  # type: ignore[misc]
-        search = build_search(pl_module, transformation, s)
+        search = build_search(pl_module, transformation, s, encoder)
         size = max(1, s.documents_at_once)
         groups = [jobs[i:i + size] for i in range(0, len(jobs), size)]
         world, rank = trainer.world_size, trainer.global_rank
@@ -352,8 +350,10 @@ class RobustnessCallback(Callback):
                       group: Sequence[_Job]) -> list[dict[str, Any]]:
         s = self.settings
         began = time.perf_counter()
-        results = attack_documents(search, pl_module, [texts[job.doc] for job in group],
-                                   [(job.target, job.kind) for job in group], s, encoder)
+        labels = self._val_data(trainer)[1]  # a non-targeted attack's target: the document's true labels
+        targets = [([int(t) for t in labels[job.doc]] if job.kind == "nontargeted" else job.target, job.kind)
+                   for job in group]
+        results = attack_documents(search, pl_module, [texts[job.doc] for job in group], targets, s, encoder)
         seconds = (time.perf_counter() - began) / len(group)
         step, rows = _logging_step(trainer), []
         for job, result in zip(group, results, strict=True):
