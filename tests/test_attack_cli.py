@@ -171,3 +171,18 @@ def test_a_hugging_face_classifier_is_attacked_beside_the_checkpoint(setup, hf_c
     err = capsys.readouterr().err
     assert status == 2 and (f"error: --hf_model {other} has another label space than the data: 1 of the data's "
                             "labels are not among the model's (e.g. ['dairy'])") in err, err[-2000:]
+
+
+def test_nontargeted_attacks_through_the_cli_bin_by_the_rarest_correct_label_and_resume(setup, tmp_path):
+    out = tmp_path / "nontargeted"
+    _attack(setup, out, "--settings.kinds=[nontargeted]")
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and {r["kind"] for r in rows} == {"nontargeted"}
+    for r in rows:
+        gamma = json.loads(r["message"].split("gamma=")[1].split(";")[0])
+        assert r["bin_label_index"] in gamma  # binned by one of the correctly predicted true labels Γ
+        assert r["target_index"] in gamma  # and reports the one of Γ that fell furthest
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert [g["kind"] for g in summary["groups"]] == ["nontargeted"]
+    _attack(setup, out, "--settings.kinds=[nontargeted]")  # resumes: every job is done, nothing is added
+    assert len((out / "results.jsonl").read_text(encoding="utf-8").splitlines()) == len(rows)

@@ -681,12 +681,17 @@ def test_paper_profile_measures_the_whole_document() -> None:
     from xmtc.attack.runner import AttackSettings, attack_documents, build_search
 
     class ReadsFirst128(ExactLogitScorer):  # the model reads the first 128 words of a document
-        class tokenizer:  # noqa: N801 (what fit_to_model reads of a word tokenizer)
+        class tokenizer:  # noqa: N801 (a word tokenizer reading 128 tokens)
             max_length = 128
 
             @staticmethod
             def words(text: str) -> list[str]:
                 return text.split()
+
+        def visible_text(self, text: str) -> tuple[str, str]:
+            from xmtc.attack.classifier import visible_by_words
+
+            return visible_by_words(self.tokenizer, text)
 
     weights = {"fishing": {0: 1.0}, "angling": {0: -1.0}, "music": {1: 3.5}}
     model = ReadsFirst128(weights, [-1.0, -1.0, -1.25, -1.5])

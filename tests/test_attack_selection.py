@@ -112,38 +112,6 @@ def test_label_representations_sum_document_tfidf_rows():
     np.testing.assert_allclose(reps[1], [0, 2 / np.sqrt(13), 3 / np.sqrt(13)])
 
 
-def test_documents_are_cut_to_what_the_model_reads():
-    from types import SimpleNamespace
-
-    from xmtc.attack.runner import fit_to_model
-    from xmtc.data.tokenizer import WordTokenizer
-
-    model = SimpleNamespace(tokenizer=WordTokenizer(["<pad>", "<unk>"], max_length=4))
-    text, note = fit_to_model(model, "one two-three four five six")  # "two-three" is two tokens
-    assert text == "one two-three four" and "first 3 of 5 words (model limit 4)" in note
-    assert fit_to_model(model, "short text") == ("short text", "")
-    assert fit_to_model(SimpleNamespace(), "no tokenizer at all") == ("no tokenizer at all", "")
-
-
-def test_documents_are_cut_to_what_a_subword_model_reads():
-    from types import SimpleNamespace
-
-    from xmtc.attack.runner import fit_to_model
-    from xmtc.data.train_tokenizer import train_unigram_tokenizer
-
-    corpus = ["the council adopted the regulation on fishing quotas", "import licences for sugar products"] * 20
-    tok = train_unigram_tokenizer(corpus, vocab_size=60, max_length=12)
-    text = "the council adopted the regulation on fishing quotas for sugar products"
-    cut, note = fit_to_model(SimpleNamespace(tokenizer=tok), text)
-    words = cut.split()
-    assert 0 < len(words) < len(text.split()) and text.startswith(cut) and "model limit 12" in note
-    # every kept word is read whole by the model: its encoding fits the limit with the specials
-    assert len(tok(cut)["input_ids"]) <= 12
-    longer = " ".join(text.split()[:len(words) + 1])
-    assert len(tok(longer)["input_ids"]) > 12  # and the next word would not have fit
-    assert fit_to_model(SimpleNamespace(tokenizer=tok), "sugar") == ("sugar", "")
-
-
 # -- negative pairs sampled without listing them, spread over targets --
 
 def _one_heavy_target(docs: int = 100):

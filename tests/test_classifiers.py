@@ -74,30 +74,26 @@ def test_xmtc_models_are_classifiers(axml, aplc) -> None:
     assert not supports_word_gradients(aplc)
 
 
-def test_visible_text_cuts_as_fit_to_model_on_demo_documents(axml, aplc, demo_texts) -> None:
-    from xmtc.attack.runner import fit_to_model
-
+def test_visible_text_cuts_demo_documents_to_what_the_models_read(axml, aplc, demo_texts) -> None:
     for model in (axml, aplc):
         results = [model.visible_text(t) for t in demo_texts[1]]
-        assert results == [fit_to_model(model, t) for t in demo_texts[1]]
         cut = [(t, r) for t, r in zip(demo_texts[1], results, strict=True) if r[1]]
         assert len(cut) > len(results) // 2  # demo documents are longer than both limits
         for text, (visible, note) in cut:
             assert text.split()[:len(visible.split())] == visible.split() and "model limit" in note
-    # what AttentionXML reads of the visible part is what it reads of the whole document
-    text = demo_texts[1][0]
-    assert np.array_equal(axml.tokenizer.encode(axml.visible_text(text)[0]), axml.tokenizer.encode(text))
-
-
-def test_visible_text_of_the_demo_checkpoint() -> None:
-    ckpt = sorted((Path(__file__).resolve().parents[1] / "bench" / ".cache" / "logs").glob("demo_axml/**/last.ckpt"))
-    if not ckpt:
-        pytest.skip("no demo checkpoint (make bench builds bench/.cache/logs/demo_axml)")
-    from xmtc.attack.runner import fit_to_model
-
-    model = AttentionXML.load_from_checkpoint(ckpt[-1], map_location="cpu")
-    texts = read_split(DEMO, "test").texts[:200]
-    assert [model.visible_text(t) for t in texts] == [fit_to_model(model, t) for t in texts]
+    # what AttentionXML reads of the visible part is what it reads of the whole document, and one word more
+    # would not fit; APLC-XLNet's visible part fits its tokenizer's limit and one word more would not
+    for text in demo_texts[1][:20]:
+        visible = axml.visible_text(text)[0].split()
+        assert np.array_equal(axml.tokenizer.encode(" ".join(visible)), axml.tokenizer.encode(text))
+        if len(visible) < len(text.split()):
+            longer = " ".join(text.split()[:len(visible) + 1])
+            assert len(axml.tokenizer.words(longer)) > axml.tokenizer.max_length
+        visible = aplc.visible_text(text)[0].split()
+        limit = aplc.tokenizer.model_max_length
+        assert len(aplc.tokenizer(" ".join(visible))["input_ids"]) <= limit
+        if len(visible) < len(text.split()):
+            assert len(aplc.tokenizer(" ".join(text.split()[:len(visible) + 1]))["input_ids"]) > limit
 
 
 def test_attentionxml_word_gradients_are_gradient_importance_without_stop_words(axml) -> None:
@@ -379,3 +375,33 @@ def test_hugging_face_classifier_refusals(hf_classifier_dir, tmp_path) -> None:
     empty.mkdir()
     with pytest.raises(ModelPathError, match="is not a Hugging Face multilabel sequence classifier folder"):
         HuggingFaceClassifier(empty)
+
+
+def test_documents_are_cut_to_what_the_model_reads():
+    from types import SimpleNamespace
+
+    from xmtc.attack.classifier import visible_by_words, visible_text_of
+    from xmtc.data.tokenizer import WordTokenizer
+
+    tok = WordTokenizer(["<pad>", "<unk>"], max_length=4)
+    text, note = visible_by_words(tok, "one two-three four five six")  # "two-three" is two tokens
+    assert text == "one two-three four" and "first 3 of 5 words (model limit 4)" in note
+    assert visible_by_words(tok, "short text") == ("short text", "")
+    assert visible_text_of(SimpleNamespace(), "no visible_text at all") == ("no visible_text at all", "")
+
+
+def test_documents_are_cut_to_what_a_subword_model_reads():
+    from xmtc.attack.classifier import visible_by_offsets
+    from xmtc.data.train_tokenizer import train_unigram_tokenizer
+
+    corpus = ["the council adopted the regulation on fishing quotas", "import licences for sugar products"] * 20
+    tok = train_unigram_tokenizer(corpus, vocab_size=60, max_length=12)
+    text = "the council adopted the regulation on fishing quotas for sugar products"
+    cut, note = visible_by_offsets(tok, text, tok.model_max_length)
+    words = cut.split()
+    assert 0 < len(words) < len(text.split()) and text.startswith(cut) and "model limit 12" in note
+    # every kept word is read whole by the model: its encoding fits the limit with the specials
+    assert len(tok(cut)["input_ids"]) <= 12
+    longer = " ".join(text.split()[:len(words) + 1])
+    assert len(tok(longer)["input_ids"]) > 12  # and the next word would not have fit
+    assert visible_by_offsets(tok, "sugar", tok.model_max_length) == ("sugar", "")

@@ -35,7 +35,8 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
 
 def check_attack_models(settings: AttackSettings, data_dir: str | None = None) -> None:
     """Fail before any checkpoint is loaded or pair chosen when the masked LM or the encoder path is wrong."""
-    check_model_path(settings.masked_lm, MASKED_LM, data=data_dir)
+    if settings.transformation is None:  # a transformation part was built (and checked) by the config parser
+        check_model_path(settings.masked_lm, MASKED_LM, data=data_dir)
     if settings.encoder == "sentence-transformers" and settings.encoder_path:
         check_model_path(settings.encoder_path, SENTENCE_ENCODER)
     elif settings.encoder == "use":

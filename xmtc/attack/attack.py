@@ -213,7 +213,8 @@ def describe(part: Any) -> Any:
         return [describe(p) for p in part]
     cls = type(part)
     args = {}
-    for name in list(inspect.signature(cls.__init__).parameters)[1:]:
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    for name in (p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)):
         value = getattr(part, name, None)
         if value is None or isinstance(value, (str, int, float, bool)):
             args[name] = value

@@ -77,6 +77,24 @@ def cut_note(kept: int, total: int, limit: int | str) -> str:
 # -- helpers for implementers --
 
 
+def visible_by_words(tokenizer: Any, text: str) -> tuple[str, str]:
+    """``visible_text`` for a word tokenizer (``words(text)``, ``max_length``; AttentionXML's) that reads the first
+    ``max_length`` tokens: the whitespace words whose tokens all fall within them."""
+    limit = tokenizer.max_length
+    if len(tokenizer.words(text)) <= limit:
+        return text, ""
+    words = text.split()
+    counts = np.cumsum([len(tokenizer.words(w)) for w in words])
+    keep = int(np.searchsorted(counts, limit, side="right"))
+    return " ".join(words[:keep]), cut_note(keep, len(words), limit)
+
+
+def visible_text_of(model: Any, text: str) -> tuple[str, str]:
+    """``model.visible_text(text)``, or the whole text for a model that does not say what it reads."""
+    visible = getattr(model, "visible_text", None)
+    return visible(text) if callable(visible) else (text, "")
+
+
 def visible_by_offsets(tokenizer: Any, text: str, limit: int) -> tuple[str, str]:
     """``visible_text`` for a fast Hugging Face tokenizer that truncates at ``limit`` tokens (specials
     included): the whitespace words wholly inside the span the truncated encoding covers."""

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-import numpy as np
-
 from xmtc.attack.attack import Attack, describe
 from xmtc.attack.base import AttackResult
+from xmtc.attack.classifier import visible_text_of
 from xmtc.attack.constraints import Constraint, MinSimilarity, default_constraints
 from xmtc.attack.goal import TargetedGoal
 from xmtc.attack.importance import importance_method
@@ -168,37 +167,6 @@ def add_similarity(encoder: Any, originals: Sequence[str], results: Sequence[Att
             results[i].similarity = float(sim)
 
 
-def fit_to_model(model: Any, text: str) -> tuple[str, str]:
-    """Cut a document to the words the model reads, so no attack edits text the model never sees.
-
-    Word tokenizers (AttentionXML) count ``max_length`` tokens; Hugging Face tokenizers (APLC-XLNet) keep the
-    whitespace words that lie wholly inside the span their truncated encoding covers.
-    """
-    tok = getattr(model, "tokenizer", None)
-    if tok is None:
-        return text, ""
-    words = text.split()
-    if hasattr(tok, "words") and getattr(tok, "max_length", None) is not None:
-        limit = tok.max_length
-        if len(tok.words(text)) <= limit:
-            return text, ""
-        counts = np.cumsum([len(tok.words(w)) for w in words])
-        keep = int(np.searchsorted(counts, limit, side="right"))
-    elif callable(tok) and getattr(tok, "is_fast", False) and getattr(tok, "model_max_length", None):
-        limit = int(tok.model_max_length)
-        if len(tok(text, truncation=False)["input_ids"]) <= limit:
-            return text, ""
-        text = " ".join(words)
-        offsets = tok(text, truncation=True, max_length=limit, return_offsets_mapping=True)["offset_mapping"]
-        covered = max(end for _, end in offsets)
-        ends = np.cumsum([len(w) + 1 for w in words]) - 1  # end offset of each word in the joined text
-        keep = int(np.searchsorted(ends, covered, side="right"))
-    else:
-        return text, ""
-    return " ".join(words[:keep]), f"document cut to its first {keep} of {len(words)} words (model limit {limit})"
-
-
-
 def build_transformation(settings: AttackSettings, device: str = "cpu") -> WordSubstitution:
     """The settings' transformation on ``device``: their part, or the masked LM they name."""
     if settings.transformation is not None:
@@ -238,7 +206,7 @@ def attack_documents(search: Attack, model: Any, documents: Sequence[str],
     budget and change rate, and the result holds the whole documents with the changes put back, whose
     similarity is measured lower-cased. ``targets``: (target, kind) per document."""
     paper = settings.profile == "paper"
-    fitted = [fit_to_model(model, doc) for doc in documents]
+    fitted = [visible_text_of(model, doc) for doc in documents]
     jobs = [(text, target, kind, len(doc.split()) if paper else None)
             for (text, _), doc, (target, kind) in zip(fitted, documents, targets, strict=True)]
     results = search.attack_many(jobs)

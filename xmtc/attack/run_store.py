@@ -27,8 +27,9 @@ RESULTS = "results.jsonl"
 
 
 def row_key(row: dict[str, Any]) -> JobKey:
-    """What identifies a result row: the model, the kind of attack, the document and the target."""
-    return row["model"], row["kind"], row["doc_id"], int(row["target_index"])
+    """What identifies a result row: the model, the kind of attack, the document and the target (for a
+    non-targeted attack, whose target is all true labels, the label it was binned by)."""
+    return row["model"], row["kind"], row["doc_id"], int(row.get("bin_label_index", row["target_index"]))
 
 
 def _read_rows(path: Path, repair: bool) -> list[dict[str, Any]]:

@@ -29,8 +29,8 @@ from xmtc.attack.recipe import (  # noqa: F401 (re-exported: the settings' old h
     add_similarity,
     attack_documents,
     build_search,
+    build_transformation,
     encoder_description,
-    fit_to_model,
     load_encoder,
 )
 from xmtc.attack.report import markdown_tables, plot_success_by_frequency, summarize
@@ -131,7 +131,7 @@ class AttackRun:
         self.train = train
         self.device = str(device)
         self.out = Path(output_dir)
-        self.identity = {"settings": asdict(settings), **(identity or {})}
+        self.identity = {"settings": settings.identity(), **(identity or {})}
         self.store = RunStore(self.out, self.identity)
         self.empty_bins: dict[str, list[str]] = {}  # bins without an eligible pair, per kind
         self.bins: list[FrequencyBin] = []
@@ -195,24 +195,30 @@ class AttackRun:
     # -- attacking --
 
     def tools(self, device: str) -> Tools:
-        """The masked LM, the sentence encoder and a search per model, on ``device``."""
-        from xmtc.attack.transformation import MaskedLMSubstitution
-
+        """The transformation, the sentence encoder and an attack per model, on ``device``."""
         s = self.settings
-        transformation = MaskedLMSubstitution(s.masked_lm, k=s.candidates, mode=s.mlm_mode, batch_size=s.batch_size,
-                                              device=device)
+        transformation = build_transformation(s, device=device)
         encoder = load_encoder(s, device=device)
-        return Tools({name: build_search(m, transformation, s) for name, m in self.models.items()}, encoder)
+        return Tools({name: build_search(m, transformation, s, encoder) for name, m in self.models.items()}, encoder)
 
     def attack_group(self, group: Sequence[Job], tools: Tools) -> list[dict[str, Any]]:
         """Attack one group (one model's jobs, their texts sharing forward passes); its result rows."""
         name = group[0].model
         began = time.perf_counter()
+        # a non-targeted attack acts on the document's true labels; its job's label only bins it
+        targets = [([int(t) for t in self.labels[j.doc]] if j.kind == "nontargeted" else j.target, j.kind)
+                   for j in group]
         results = attack_documents(tools.searches[name], self.models[name], [self.texts[j.doc] for j in group],
-                                   [(j.target, j.kind) for j in group], self.settings, tools.encoder)
+                                   targets, self.settings, tools.encoder)
         seconds = (time.perf_counter() - began) / len(group)
-        return [result_row(r, self.stats, name, self.doc_ids[j.doc], j.doc, self.bins[self.label_bin[j.target]].name,
-                           self.settings.similarity_measure, seconds) for j, r in zip(group, results, strict=True)]
+        rows = []
+        for j, r in zip(group, results, strict=True):
+            row = result_row(r, self.stats, name, self.doc_ids[j.doc], j.doc, self.bins[self.label_bin[j.target]].name,
+                             self.settings.similarity_measure, seconds)
+            if j.kind == "nontargeted":
+                row["bin_label_index"] = j.target  # what identifies the job (row_key)
+            rows.append(row)
+        return rows
 
     def run(self, show_progress: bool = True, trainer: Any = None) -> dict[str, Any]:
         """Attack everything not done yet and write the report; returns the summary (on every process).

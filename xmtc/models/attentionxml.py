@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from xmtc.attack.classifier import cut_note, embedding_gradients, max_per_word
+from xmtc.attack.classifier import embedding_gradients, max_per_word, visible_by_words
 from xmtc.data.label_stats import LabelStats
 from xmtc.data.tokenizer import WordTokenizer, load_word_vectors
 from xmtc.errors import UserTypeError
@@ -140,13 +139,7 @@ class AttentionXML(XMTCModule):
     def visible_text(self, text: str) -> tuple[str, str]:
         """The whitespace words whose tokens fall within the first ``max_length`` tokens (a word split
         across the limit is dropped)."""
-        tok = self._tokenizer()
-        if len(tok.words(text)) <= tok.max_length:
-            return text, ""
-        words = text.split()
-        counts = np.cumsum([len(tok.words(w)) for w in words])
-        keep = int(np.searchsorted(counts, tok.max_length, side="right"))
-        return " ".join(words[:keep]), cut_note(keep, len(words), tok.max_length)
+        return visible_by_words(self._tokenizer(), text)
 
     def token_gradients(self, text: str, labels: Sequence[int]) -> Tensor:
         """L2 norm (T,) of d(Σ_labels score)/d(embedding of token t) for the tokens of one text, in eval mode
