@@ -166,6 +166,7 @@ def main() -> None:
     for i in range(0, len(pairs), 8):
         many += search.attack_many([(texts[d], int(t), "positive") for d, t in pairs[i:i + 8]])
     seconds_many = time.perf_counter() - start
+    calls_many = t_scoring.calls - calls_before_many
     t_similarity = 0.0
     try:
         from xmtc.attack.similarity import SentenceTransformerEncoder, text_similarity
@@ -213,7 +214,7 @@ def main() -> None:
           f"{np.mean([r.queries for r in results]):.0f} | {calls_single / n:.1f} | "
           f"{np.mean([r.success for r in results]):.2f} |")
     print(f"| xmtc engine, 8 documents at once | {60 * n / seconds_many:.1f} | "
-          f"{np.mean([r.queries for r in many]):.0f} | {(t_scoring.calls - calls_before_many) / n:.1f} | "
+          f"{np.mean([r.queries for r in many]):.0f} | {calls_many / n:.1f} | "
           f"{np.mean([r.success for r in many]):.2f} |")
     for name, secs, found in variant_rows:
         print(f"| xmtc engine, {name}, 8 at once | {60 * n / secs:.1f} | {np.mean([r.queries for r in found]):.0f} | "

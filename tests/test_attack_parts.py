@@ -236,3 +236,38 @@ def test_beam_search_keeps_query_budget_and_batching(scorer: KeywordScorer) -> N
     limited = Attack(TargetedGoal(scorer, k=K, query_budget=6), DictTransformation(TABLE), default_constraints(0.3),
                      search=BeamSearch(3)).attack(DOC_C, 0, "positive")
     assert limited.status == "query_budget" and limited.queries <= 6
+
+
+def test_a_deferred_constraint_keeps_the_choice_of_filtering_first() -> None:
+    """``Constraints.choose`` checks an after-scoring constraint on the best candidates only, and picks what
+    ``best_candidate`` picks among the candidates the constraint allows (ties within the tolerance included)."""
+    from xmtc.attack.goal import best_candidate
+
+    class Allows(Constraint):
+        after_scoring = True
+
+        def __init__(self, allowed: set[str]) -> None:
+            self.allowed_words, self.asked = allowed, []
+
+        def allowed(self, state: SearchState, position: int, candidates: Sequence[str]) -> list[bool]:
+            self.asked += list(candidates)
+            return [c in self.allowed_words for c in candidates]
+
+    state = SearchState(["w"], ["w"], num_words=1, row=torch.zeros(1))
+    rng = torch.Generator().manual_seed(0)
+    for trial in range(300):
+        n = int(torch.randint(1, 40, (1,), generator=rng))
+        gains = torch.randint(-3, 6, (n,), generator=rng).double() / 2  # many exact ties
+        words = [f"c{i}" for i in range(n)]
+        allowed = {w for w in words if float(torch.rand(1, generator=rng)) < 0.4}
+        tol = [1e-9, 0.5, 1.0][trial % 3]
+        rule = Allows(allowed)
+        got = Constraints([StopWords(), rule]).choose(state, 0, words, gains, tol)
+        kept = [i for i, w in enumerate(words) if w in allowed]
+        best = best_candidate(gains[kept], tol) if kept else None
+        assert got == (None if best is None else kept[best]), (trial, gains.tolist(), sorted(allowed), tol)
+        assert len(rule.asked) == len(set(rule.asked))  # no candidate checked twice
+    # no deferred constraint: best_candidate itself, and filter() leaves deferred constraints out on request
+    assert Constraints([StopWords()]).choose(state, 0, ["a", "b"], torch.tensor([1.0, 2.0]), 0.1) == 1
+    assert Constraints([Allows({"b"})]).filter(state, 0, ["a", "b"], defer=True) == ["a", "b"]
+    assert Constraints([Allows({"b"})]).filter(state, 0, ["a", "b"]) == ["b"]

@@ -68,11 +68,12 @@ class Attack:
         self.importance.check(goal.scorer)
         self.search = search if search is not None else GreedySearch()
 
-    def candidates(self, state: SearchState, position: int, source: Sequence[str]) -> list[str]:
+    def candidates(self, state: SearchState, position: int, source: Sequence[str], defer: bool = False) -> list[str]:
         """The replacement words for ``position`` the constraints allow: the transformation asked on ``source``
-        (the current or the original words), minus duplicates, the word itself and anything not one word."""
+        (the current or the original words), minus duplicates, the word itself and anything not one word.
+        ``defer``: the constraints checked after scoring are left to ``constraints.choose``."""
         options = self.transformation.candidates(source, [position])[0]
-        return self.constraints.filter(state, position, distinct_words(state.current[position], options))
+        return self.constraints.filter(state, position, distinct_words(state.current[position], options), defer)
 
     # -- running --
 

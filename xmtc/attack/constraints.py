@@ -15,13 +15,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from torch import Tensor
+
 from xmtc.attack.base import SearchState
-from xmtc.attack.goal import max_changes
+from xmtc.attack.goal import best_candidate, max_changes
 from xmtc.attack.stopwords import is_stop_word
 
 
 class Constraint:
-    """Base class: constrains nothing (subclasses override the hooks they need)."""
+    """Base class: constrains nothing (subclasses override the hooks they need).
+
+    ``after_scoring``: an expensive ``allowed`` (a sentence encoder) that a greedy search checks only after the
+    candidates are scored, on the best ones first, until it finds the one it keeps (the same choice as
+    filtering all candidates first; ``Constraints.choose``)."""
+
+    after_scoring = False
 
     def max_changes(self, num_words: int) -> int | None:
         """Words an attack may change in a text of ``num_words`` words (None: no limit from this constraint)."""
@@ -88,6 +96,8 @@ class MinSimilarity(Constraint):
             (``settings.encoder``), set by ``xmtc.attack.recipe``.
     """
 
+    after_scoring = True
+
     def __init__(self, threshold: float = 0.8, measure: str = "cosine", encoder: Any = None) -> None:
         self.threshold = threshold
         self.measure = measure
@@ -106,6 +116,10 @@ class MinSimilarity(Constraint):
         sims = text_similarity(self.encoder, [original] * len(texts), texts, self.measure)  # type: ignore[arg-type]
         self.encoded_texts += len(texts) + 1
         return [float(s) >= self.threshold for s in sims.tolist()]
+
+
+#: candidates checked at a time by the deferred constraints, best gain first
+_DEFERRED_CHUNK = 8
 
 
 def default_constraints(max_change_rate: float = 0.1) -> list[Constraint]:
@@ -134,15 +148,59 @@ class Constraints:
         """The positions the attack may visit, in order."""
         return [p for p in range(len(state.current)) if self.allows_position(state, p)]
 
-    def filter(self, state: SearchState, position: int, candidates: Sequence[str]) -> list[str]:
+    @property
+    def deferred(self) -> bool:
+        """Whether some constraint is checked after scoring (``Constraint.after_scoring``)."""
+        return any(c.after_scoring for c in self.items)
+
+    def filter(self, state: SearchState, position: int, candidates: Sequence[str], defer: bool = False) -> list[str]:
         """The candidates every constraint allows, in their order; each constraint sees only what the
-        previous ones let through (so an encoder scores no candidate a cheap rule already dropped)."""
+        previous ones let through (so an encoder scores no candidate a cheap rule already dropped).
+        ``defer``: leave out the constraints checked after scoring (``choose`` applies them)."""
         kept = list(candidates)
         for c in self.items:
             if not kept:
                 break
+            if defer and c.after_scoring:
+                continue
             keep = c.allowed(state, position, kept)
             if len(keep) != len(kept):
                 raise ValueError(f"{type(c).__name__}.allowed returned {len(keep)} answers for {len(kept)} candidates")
             kept = [w for w, ok in zip(kept, keep, strict=True) if ok]
         return kept
+
+    def choose(self, state: SearchState, position: int, candidates: Sequence[str], gains: Tensor,
+               tolerance: float) -> int | None:
+        """``best_candidate`` among the candidates the deferred constraints allow, checking them lazily: in
+        chunks of ``_DEFERRED_CHUNK`` from the largest gain down until one is allowed, then the ones tied with it
+        (within ``tolerance``). The same choice as filtering every candidate first, for a few encoder calls."""
+        if not self.deferred:
+            return best_candidate(gains, tolerance)
+        values = gains.tolist()
+        ranked = sorted((i for i, g in enumerate(values) if g > tolerance), key=lambda i: -values[i])
+        verdict: dict[int, bool] = {}
+
+        def check(indices: list[int]) -> None:
+            todo = [i for i in indices if i not in verdict]
+            words = [candidates[i] for i in todo]
+            ok = [True] * len(todo)
+            for c in self.items:
+                if c.after_scoring and todo:
+                    answers = c.allowed(state, position, [w for w, y in zip(words, ok, strict=True) if y])
+                    it = iter(answers)
+                    ok = [y and next(it) for y in ok]
+            verdict.update(zip(todo, ok, strict=True))
+
+        best = None
+        for start in range(0, len(ranked), _DEFERRED_CHUNK):
+            chunk = ranked[start:start + _DEFERRED_CHUNK]
+            check(chunk)
+            best = next((i for i in chunk if verdict[i]), None)
+            if best is not None:
+                break
+        if best is None:
+            return None
+        floor = values[best] - tolerance  # ties with the best allowed, down to the tolerance, as best_candidate
+        check([i for i, g in enumerate(values) if g >= floor])
+        first = next(i for i in range(len(values)) if verdict.get(i) and values[i] >= floor)
+        return first if values[first] > tolerance else None

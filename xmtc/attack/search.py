@@ -158,7 +158,9 @@ class GreedySearch(SearchMethod):
             if len(state.changes) >= budget:
                 return "change_budget"
             source = state.original if self.candidates_from == "original" else state.current
-            options = attack.candidates(state, pos, source)
+            # every candidate's success is tested in order (every): all constraints first; else an expensive one
+            # (a sentence encoder) is checked on the best candidates only, once they are scored
+            options = attack.candidates(state, pos, source, defer=not every)
             if not options:
                 continue
             texts = [state.replaced(pos, c) for c in options]
@@ -171,7 +173,9 @@ class GreedySearch(SearchMethod):
             else:
                 rows = yield from self._candidate_rows(goal, texts, gamma.labels)
                 cand_reference = reference
-            chosen = best_candidate(goal.progress(rows, gamma, cand_reference), goal.tolerance(cand_reference))
+            gains = goal.progress(rows, gamma, cand_reference)
+            chosen = (attack.constraints.choose(state, pos, options, gains, goal.tolerance(cand_reference)) if not every
+                      else best_candidate(gains, goal.tolerance(cand_reference)))
             if chosen is None:
                 continue  # no candidate helps: the word stays
             state.change(pos, options[chosen])
