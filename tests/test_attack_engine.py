@@ -16,11 +16,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from xmtc.attack.attack import GreedyWordSearch
 from xmtc.attack.base import AttackResult, Change, TextScorer, Transformation
 from xmtc.attack.goal import GoalTarget, QueryBudgetExhausted, TargetedGoal, max_changes
 from xmtc.attack.importance import gradient_importance, mask_importance
 from xmtc.attack.reference import reference_greedy_attack
-from xmtc.attack.search import GreedyWordSearch, usable_candidates
+from xmtc.attack.search import usable_candidates
 from xmtc.attack.stopwords import is_stop_word
 
 

@@ -338,7 +338,7 @@ def test_hugging_face_word_gradients(hf_classifier_dir) -> None:
 
 
 def test_hugging_face_classifier_is_attacked_end_to_end(hf_classifier_dir) -> None:
-    from xmtc.attack.search import GreedyWordSearch
+    from xmtc.attack.attack import GreedyWordSearch
 
     clf = HuggingFaceClassifier(hf_classifier_dir)
     text = "milk the council regulation article member states"  # one dairy word among the toy corpus's noise

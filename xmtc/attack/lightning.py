@@ -19,7 +19,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lightning as L
 import torch
@@ -28,8 +28,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from xmtc.attack.run_store import PartWriter
-from xmtc.attack.runner import AttackRun, Job, Plan, Tools
 from xmtc.errors import UserError, user_error
+
+if TYPE_CHECKING:  # the run drives this module (AttackRun.run); only its types are named here
+    from xmtc.attack.runner import AttackRun, Job, Plan, Tools
 
 T = TypeVar("T")
 

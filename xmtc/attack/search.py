@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -272,12 +272,3 @@ def _adopt(state: SearchState, beam: _Beam, status: Status) -> Status:
     state.changes[:] = beam.state.changes
     state.row = beam.state.row
     return status
-
-
-def __getattr__(name: str) -> Any:
-    # GreedyWordSearch (the greedy attack with the paper's parts) was this module's; it is an Attack now
-    if name == "GreedyWordSearch":
-        from xmtc.attack.attack import GreedyWordSearch
-
-        return GreedyWordSearch
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
