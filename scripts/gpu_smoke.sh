@@ -7,7 +7,8 @@
 # Runs, on the demo subset (data/eurlex57k-demo):
 #   1. AttentionXML (configs/demo_axml.yaml): a short fit with the robustness callback (tiny budget);
 #   2. APLC-XLNet (configs/demo_aplc.yaml): the same;
-#   3. `python -m xmtc attack` (configs/attack_demo.yaml, a few pairs per bin) on the AttentionXML checkpoint;
+#   3. `python -m xmtc attack` (configs/attack_demo.yaml, a few pairs per bin) on the AttentionXML checkpoint, on one
+#      device and, with 2 or more, sharded over them with DDP (its results.jsonl must equal the one-device run's);
 # and prints what ran where: device names, precision, strategy, world size and wall-clock per step.
 # Needs the demo masked LM (models/mlm-eurlex57k-demo) and tokenizer (models/tok-eurlex57k-demo); where they
 # are missing, reduced ones are built under the run directory (the real ones: `make models/...`).
@@ -127,6 +128,21 @@ run_step attack "1 | 32 (no autocast in the attack) | single device" "$PYTHON" -
   --ckpt_path "$AXML_CKPT" --output_dir "$OUT/attack" --show_progress false \
   --trainer.accelerator="$ACCEL" --trainer.devices=1 --trainer.logger.init_args.save_dir="$OUT" \
   --settings.masked_lm="$MLM" --settings.samples_per_bin=2
+if [ "$DEVICES" != 1 ]; then
+  run_step attack_ddp "$DEVICES | 32 | ddp" "$PYTHON" -m xmtc attack --config configs/demo_axml.yaml \
+    --config configs/attack_demo.yaml --ckpt_path "$AXML_CKPT" --output_dir "$OUT/attack_ddp" --show_progress false \
+    --trainer.accelerator="$ACCEL" --trainer.devices="$DEVICES" --trainer.strategy=ddp \
+    --settings.masked_lm="$MLM" --settings.samples_per_bin=2
+  "$PYTHON" - "$OUT" <<'PY' | tee -a "$SUMMARY"
+import json, sys
+from pathlib import Path
+def rows(d):
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (Path(sys.argv[1]) / d / "results.jsonl").read_text().splitlines()]
+one, many = rows("attack"), rows("attack_ddp")
+print(f"attack sharded over the devices: {len(many)} rows, identical to the one-device run: {one == many}")
+PY
+fi
 
 # -- what came out -----------------------------------------------------------------------------------------
 "$PYTHON" - "$OUT" <<'PY' | tee -a "$SUMMARY"
