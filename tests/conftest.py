@@ -31,3 +31,13 @@ def tiny_attack_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     texts, _ = toy_corpus(300, seed=7)
     return (build_tiny_mlm(root / "mlm", corpus=texts, steps=60),
             build_tiny_sentence_transformer(root / "encoder", corpus=texts))
+
+
+@pytest.fixture(scope="session")
+def hf_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny multilabel BertForSequenceClassification trained on the toy corpus, saved with save_pretrained."""
+    from tiny_models import build_tiny_hf_classifier
+    from toydata import toy_corpus
+
+    texts, labels = toy_corpus(320, seed=3)
+    return build_tiny_hf_classifier(tmp_path_factory.mktemp("hf") / "toy-bert", texts, labels)

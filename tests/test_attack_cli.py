@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_classifiers import hf_classifier_dir  # noqa: F401 (a fixture: a tiny multilabel BERT trained on toy data)
 from toydata import REPO, write_axml
 
 from xmtc.cli import main, run
@@ -133,7 +132,7 @@ def test_attack_builds_no_model_from_the_config(setup, tmp_path, monkeypatch):
     assert len(built) == 1 and built[0] is None  # load_from_checkpoint's (its tokenizer comes from the checkpoint)
 
 
-def test_a_hugging_face_classifier_is_attacked_beside_the_checkpoint(setup, hf_classifier_dir, tmp_path,  # noqa: F811
+def test_a_hugging_face_classifier_is_attacked_beside_the_checkpoint(setup, hf_classifier_dir, tmp_path,
                                                                      capsys):
     from xmtc.attack.targets import label_columns
     from xmtc.data.datamodule import XMTCDataModule

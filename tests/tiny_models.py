@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -156,4 +156,55 @@ def build_tiny_use_savedmodel(path: str | Path, buckets: int = 64, dim: int = 16
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(TinyUSE(), str(path))
+    return path
+
+
+def corpus_wordpiece(texts: Sequence[str], folder: Path, max_length: int = 64):
+    """A cased BERT WordPiece tokenizer whose vocabulary is the corpus's words and characters (a word
+    outside it is split into characters), in sorted order. Not trained with ``tokenizers``' WordPiece
+    trainer: its vocabulary changes from one process to the next (hash-map order on ties), and with it
+    the model trained here and the attack's decisions."""
+    import inspect
+
+    from transformers import BertTokenizerFast
+
+    words = sorted({w for t in texts for w in t.split()})
+    chars = sorted({c for w in words for c in w})
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars), *words]
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
+        return BertTokenizerFast(vocab=vocab, do_lower_case=False, model_max_length=max_length)
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=False, model_max_length=max_length)
+
+
+def build_tiny_hf_classifier(path: str | Path, texts: list[str], labels: list[list[str]]) -> Path:
+    """A 1-layer BertForSequenceClassification (multilabel) with a WordPiece tokenizer of the toy corpus,
+    trained until it predicts the labels, saved with save_pretrained in ``path``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    names = sorted({name for y in labels for name in y})
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = corpus_wordpiece(texts, path)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=len(names),
+                        problem_type="multi_label_classification", id2label=dict(enumerate(names)),
+                        label2id={n: i for i, n in enumerate(names)})
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    targets = torch.tensor([[float(n in y) for n in names] for y in labels])
+    enc = tokenizer(texts, padding=True, return_tensors="pt")
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model.train()
+    with single_thread():
+        for step in range(200):
+            rows = torch.arange(step * 32, step * 32 + 32) % len(texts)
+            loss = model(**{k: v[rows] for k, v in enc.items()}, labels=targets[rows]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
     return path
