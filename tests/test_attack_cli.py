@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from toydata import REPO, write_axml
 
@@ -185,3 +186,30 @@ def test_nontargeted_attacks_through_the_cli_bin_by_the_rarest_correct_label_and
     assert [g["kind"] for g in summary["groups"]] == ["nontargeted"]
     _attack(setup, out, "--settings.kinds=[nontargeted]")  # resumes: every job is done, nothing is added
     assert len((out / "results.jsonl").read_text(encoding="utf-8").splitlines()) == len(rows)
+
+
+def test_a_transformation_part_from_the_command_line(setup, tmp_path):
+    """``--settings.transformation`` takes a part (class_path + init_args): word-vector neighbours here, from a
+    vectors file the test writes (each topic word next to a word of another topic), with a beam search."""
+    words = ["fishing", "vessels", "catch", "quota", "milk", "cheese", "butter", "cows", "tax", "customs", "duty",
+             "tariff", "rail", "train", "freight", "track", "wine", "grapes", "vineyard", "council", "regulation"]
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(len(words), 8))
+    lines = [f"{w} " + " ".join(f"{x:.5f}" for x in v) for w, v in zip(words, base, strict=True)]
+    # near neighbours across topics: "fishing" ~ "cheese", "milk" ~ "tariff", ...
+    for a, b in (("fishing", "cheese"), ("milk", "tariff"), ("rail", "grapes"), ("tax", "vessels")):
+        v = base[words.index(a)] + 0.05 * rng.normal(size=8)
+        lines = [line for line in lines if not line.startswith(f"{b} ")] + [f"{b} " + " ".join(f"{x:.5f}" for x in v)]
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "vectors-run"
+    _attack(setup, out, "--settings.transformation=xmtc.attack.word_vectors.WordVectorNeighbours",
+            f"--settings.transformation.path={vectors}", "--settings.transformation.k=4",
+            "--settings.search=xmtc.attack.search.BeamSearch", "--settings.search.width=2")
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))["settings"]
+    assert run["transformation"]["class_path"] == "xmtc.attack.word_vectors.WordVectorNeighbours"
+    assert run["transformation"]["init_args"]["path"] == str(vectors) and run["transformation"]["init_args"]["k"] == 4
+    assert run["search"] == {"class_path": "xmtc.attack.search.BeamSearch", "init_args": {"width": 2}}
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    new_words = {c["new"] for r in rows for c in r["changes"]}
+    assert rows and new_words and new_words <= set(words)  # every substitute comes from the vectors file
