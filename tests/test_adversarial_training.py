@@ -69,10 +69,10 @@ def one_word_vectors(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def _axml(dm: XMTCDataModule, seed: int) -> AttentionXML:
+def _axml(dm: XMTCDataModule, seed: int, dropout: float = 0.0) -> AttentionXML:
     torch.manual_seed(seed)
     return AttentionXML(tokenizer=dm.tokenizer, label_stats=dm.label_stats, embedding_dim=16, hidden_size=16,
-                        linear_sizes=[16], embedding_dropout=0.0, dropout=0.0,
+                        linear_sizes=[16], embedding_dropout=dropout, dropout=dropout,
                         optimizer=partial(torch.optim.Adam, lr=0.02))
 
 
@@ -83,9 +83,10 @@ def _settings(vectors: Path, **kw) -> AttackSettings:
                           **kw)
 
 
-def _fit(data: Path, seed: int, epochs: int, callbacks: list, root: Path) -> tuple[AttentionXML, XMTCDataModule]:
+def _fit(data: Path, seed: int, epochs: int, callbacks: list, root: Path,
+         dropout: float = 0.0) -> tuple[AttentionXML, XMTCDataModule]:
     dm = XMTCDataModule(str(data), val_fraction=0.1, max_length=20, batch_size=16, seed=seed)
-    model = _axml(dm, seed)
+    model = _axml(dm, seed, dropout)
     L.seed_everything(seed, verbose=False)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
@@ -114,24 +115,26 @@ def test_adversarial_training_makes_the_one_word_attack_fail(tmp_path):
     clean_rates, adv_rates = [], []
     with single_thread():
         for seed in (0, 1):
-            clean, _ = _fit(data, seed, 4, [], tmp_path / f"clean{seed}")
-            callback = AdversarialTraining(_settings(vectors), share=0.5, start_epoch=1, seed=seed)
-            adv, _ = _fit(data, seed, 4, [callback], tmp_path / f"adv{seed}")
+            clean, _ = _fit(data, seed, 8, [], tmp_path / f"clean{seed}")
+            callback = AdversarialTraining(_settings(vectors), share=1.0, start_epoch=1, seed=seed)
+            adv, _ = _fit(data, seed, 8, [callback], tmp_path / f"adv{seed}")
             assert callback.totals["added"] > 0 and callback.totals["steps"] > 0
             clean_rates.append(_success_rate(clean, data, vectors))
             adv_rates.append(_success_rate(adv, data, vectors))
     # the clean models rely on the one word; the adversarially trained ones learnt its look-alikes too
     assert min(clean_rates) >= 0.5, clean_rates
-    assert max(adv_rates) <= min(clean_rates) - 0.3, (clean_rates, adv_rates)
+    # (measured: clean 0.67-0.78, adversarially trained 0.0-0.07 over seeds 0-2)
+    assert max(adv_rates) <= min(clean_rates) - 0.4, (clean_rates, adv_rates)
 
 
 def test_inactive_callback_leaves_the_weights_bit_identical(tmp_path):
     data = one_word_corpus(tmp_path / "data", n_train=90, n_test=6)
     vectors = one_word_vectors(tmp_path / "vectors.txt")
     with single_thread():
-        plain, _ = _fit(data, 0, 2, [], tmp_path / "plain")
+        # dropout on: a callback that drew random numbers or left eval mode on would change the weights
+        plain, _ = _fit(data, 0, 2, [], tmp_path / "plain", dropout=0.2)
         idle = AdversarialTraining(_settings(vectors), start_epoch=5)
-        model, _ = _fit(data, 0, 2, [idle], tmp_path / "idle")
+        model, _ = _fit(data, 0, 2, [idle], tmp_path / "idle", dropout=0.2)
     assert idle.totals["steps"] == 0
     a, b = plain.state_dict(), model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
