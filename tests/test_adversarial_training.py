@@ -233,7 +233,7 @@ def test_aplc_xlnet_trains_with_the_callback(tmp_path):
                             num_sanity_val_steps=0, limit_val_batches=0)
         trainer.fit(model, datamodule=dm)
     assert callback.totals["steps"] == trainer.global_step and callback.totals["attacked"] > 0
-    assert "adversarial/step_seconds_with_attack" in trainer.callback_metrics
+    assert "adversarial/mean_step_seconds_with_attack" in trainer.callback_metrics
 
 
 # --------------------------------------------------------------------------- DDP, through the CLI and the snippet
@@ -259,7 +259,11 @@ def test_ddp_two_processes_fit_with_the_snippet_and_log(tmp_path, tiny_attack_mo
     assert done.returncode == 0, done.stderr[-4000:]
     with open(next(logs.rglob("metrics.csv")), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    attacked = [r for r in rows if r.get("adversarial/attacked")]
-    assert attacked and sum(float(r["adversarial/attacked"]) for r in attacked) > 0
-    assert any(r.get("adversarial/step_seconds_without_attack") for r in rows)  # epoch 0 trains clean
-    assert any(r.get("adversarial/step_seconds_with_attack") for r in rows)
+    steps = [r for r in rows if r.get("adversarial/attacked_step")]
+    assert steps and len(steps) == len({r["step"] for r in steps})  # every step, once
+    flags = [float(r["adversarial/attacked_step"]) for r in steps]
+    assert 0 < sum(flags) < len(flags)  # epoch 0 trains clean (start_epoch 1 in the snippet), epoch 1 attacks
+    assert sum(float(r["adversarial/attacked"]) for r in steps) > 0
+    assert all(float(r["adversarial/attacked"]) == 0 for r, f in zip(steps, flags, strict=True) if not f)
+    assert any(r.get("adversarial/mean_step_seconds_with_attack") for r in rows)
+    assert any(r.get("adversarial/mean_step_seconds_without_attack") for r in rows)

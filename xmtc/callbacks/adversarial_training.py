@@ -17,8 +17,9 @@ see, and early on (a confident model) or late (a robust one) successes alone wou
 
 Cost stays visible and bounded: documents are attacked in groups of ``settings.documents_at_once`` and no new
 group starts once ``max_seconds_per_step`` has passed; per step the callback logs what it attacked, the
-successes, the seconds spent attacking, and the step's wall time under ``step_seconds_with_attack`` or
-``step_seconds_without_attack``.
+successes, the seconds spent attacking (``attack_seconds``), the step's wall time (``step_seconds``, with
+``attacked_step`` saying whether it attacked) and the running means ``mean_step_seconds_with_attack`` and
+``mean_step_seconds_without_attack``.
 
 Training is unchanged outside the rewritten batch: attacks run inside ``training_state_preserved`` (eval mode,
 no gradients, every module's mode and the python/numpy/torch random states restored), and the choice of
@@ -126,6 +127,7 @@ class AdversarialTraining(Callback):
         self._tools: tuple[Any, Any] | None = None
         self._step_started = 0.0
         self._attacked_step = False
+        self._step_times = {"with": [0.0, 0], "without": [0.0, 0]}  # seconds, steps
 
     # -- Lightning hooks --
 
@@ -150,26 +152,35 @@ class AdversarialTraining(Callback):
                              batch_idx: int) -> None:
         self._step_started = time.perf_counter()
         self._attacked_step = self._active(trainer)
-        if not self._attacked_step:
-            return
-        began = time.perf_counter()
-        stats = self._attack_batch(trainer, pl_module, batch)
-        seconds = time.perf_counter() - began
-        for key, value in stats.items():
-            self.totals[key] += value
-        self.totals["seconds"] += seconds
-        self.totals["steps"] += 1
-        p, size = self.prefix, int(batch["targets"].shape[0])
-        values = {**{f"{p}/{k}": float(v) for k, v in stats.items()}, f"{p}/attack_seconds": seconds}
-        if stats["attacked"]:
-            values[f"{p}/success_rate"] = stats["successes"] / stats["attacked"]
-        pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=size)
+        stats = {"chosen": 0, "attacked": 0, "successes": 0, "added": 0}
+        seconds = 0.0
+        if self._attacked_step:
+            began = time.perf_counter()
+            stats = self._attack_batch(trainer, pl_module, batch)
+            seconds = time.perf_counter() - began
+            for key, value in stats.items():
+                self.totals[key] += value
+            self.totals["seconds"] += seconds
+            self.totals["steps"] += 1
+        # every value on every step (zeros when not attacking): Lightning's loggers repeat a value that a step did
+        # not log, which would make skipped steps look attacked
+        p = self.prefix
+        values = {**{f"{p}/{k}": float(v) for k, v in stats.items()}, f"{p}/attack_seconds": seconds,
+                  f"{p}/attacked_step": float(self._attacked_step)}
+        pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=int(batch["targets"].shape[0]))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        seconds = time.perf_counter() - self._step_started
         kind = "with" if self._attacked_step else "without"
-        pl_module.log(f"{self.prefix}/step_seconds_{kind}_attack", time.perf_counter() - self._step_started,
-                      on_step=True, on_epoch=False, batch_size=int(batch["targets"].shape[0]))
+        self._step_times[kind][0] += seconds
+        self._step_times[kind][1] += 1
+        # the step's wall time, and the running means over the run of steps with and without an attack
+        values = {f"{self.prefix}/step_seconds": seconds}
+        for name, (total, count) in self._step_times.items():
+            if count:
+                values[f"{self.prefix}/mean_step_seconds_{name}_attack"] = total / count
+        pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=int(batch["targets"].shape[0]))
 
     def state_dict(self) -> dict[str, Any]:
         return {"totals": dict(self.totals)}
