@@ -10,7 +10,6 @@ count and budget and making the same decisions as alone. The model is only reach
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -201,26 +200,3 @@ class GreedyWordSearch(Attack):
                          importance=importance_method(importance, mask_token),
                          search=GreedySearch(success_check, candidates_from, candidate_batch))
         self.max_change_rate = max_change_rate
-
-
-def describe(part: Any) -> Any:
-    """A part as ``{"class_path", "init_args"}`` from the attributes named like its ``__init__`` arguments (the
-    parts keep them so), for run.json: two runs with other parts are told apart."""
-    import inspect
-
-    if part is None or isinstance(part, (str, int, float, bool)):
-        return part
-    if isinstance(part, (list, tuple)):
-        return [describe(p) for p in part]
-    cls = type(part)
-    args = {}
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    for name in (p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)):
-        value = getattr(part, name, None)
-        if value is None or isinstance(value, (str, int, float, bool)):
-            args[name] = value
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
-            args[name] = list(value)
-        else:
-            args[name] = f"<{type(value).__name__}>"
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}

@@ -117,6 +117,12 @@ def max_changes(num_words: int, max_change_rate: float) -> int:
     return max(0, math.floor(max_change_rate * num_words + 1e-9))
 
 
+def top_k_of(row: Tensor, k: int) -> list[int]:
+    """Ŷ_k of one row of scores: the indices of the k largest, best first, ties to the lower label index (the
+    metrics' rule, ``xmtc.metrics.top_labels``, so an attack and P@k agree on what is predicted)."""
+    return top_labels(row.reshape(1, -1), min(k, row.numel()))[0].tolist()
+
+
 class Goal(ABC):
     """One kind of attack (paper §3): which labels Γ it acts on, when it has succeeded, how far a text moved.
 
@@ -132,9 +138,8 @@ class Goal(ABC):
         self.k = k
 
     def topk(self, row: Tensor) -> list[int]:
-        """Ŷ_k: indices of the k largest scores, best first, ties to the lower label index (the metrics'
-        rule, ``xmtc.metrics.top_labels``, so an attack and P@k agree on what is predicted)."""
-        return top_labels(row.reshape(1, -1), min(self.k, row.numel()))[0].tolist()
+        """Ŷ_k (``top_k_of``)."""
+        return top_k_of(row, self.k)
 
     @staticmethod
     def rank(row: Tensor, label: int) -> int:
@@ -266,8 +271,8 @@ class TargetedGoal(QueryOracle):
     # -- rankings --
 
     def topk(self, row: Tensor) -> list[int]:
-        """Ŷ_k (``Goal.topk``)."""
-        return top_labels(row.reshape(1, -1), min(self.k, row.numel()))[0].tolist()
+        """Ŷ_k (``top_k_of``)."""
+        return top_k_of(row, self.k)
 
     rank = staticmethod(Goal.rank)
 

@@ -7,11 +7,12 @@ The CLI subcommand, the robustness callback, the study and the benchmarks all go
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from xmtc.attack.attack import Attack, describe
+from xmtc.attack.attack import Attack
 from xmtc.attack.base import AttackResult
 from xmtc.attack.classifier import visible_text_of
 from xmtc.attack.constraints import Constraint, MinSimilarity, default_constraints
@@ -119,6 +120,27 @@ class AttackSettings:
 
 
 _PARTS_DEFAULTS: dict[str, Any] = {"min_similarity": None, "transformation": None, "search": None, "constraints": []}
+
+
+def describe(part: Any) -> Any:
+    """A part as ``{"class_path", "init_args"}`` from the attributes named like its ``__init__`` arguments (the
+    parts keep them so), for run.json: two runs with other parts are told apart."""
+    if part is None or isinstance(part, (str, int, float, bool)):
+        return part
+    if isinstance(part, (list, tuple)):
+        return [describe(p) for p in part]
+    cls = type(part)
+    args = {}
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    for name in (p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)):
+        value = getattr(part, name, None)
+        if value is None or isinstance(value, (str, int, float, bool)):
+            args[name] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float, bool)) for v in value):
+            args[name] = list(value)
+        else:
+            args[name] = f"<{type(value).__name__}>"
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
 
 
 def load_encoder(settings: AttackSettings, device: str = "cpu") -> Any:

@@ -40,9 +40,10 @@ from xmtc.errors import UserError
 
 
 def result_row(r: AttackResult, stats: Any, model: str, doc_id: str, doc_index: int, bin_name: str,
-               measure: SimilarityMeasure, seconds: float) -> dict[str, Any]:
+               measure: SimilarityMeasure, seconds: float, bin_label: int | None = None) -> dict[str, Any]:
     """One line of results.jsonl: the result with label ids and names instead of indices (``stats``:
-    the model's LabelStats)."""
+    the model's LabelStats). ``bin_label``: the label a non-targeted job was binned by (its target is all
+    true labels), kept as ``bin_label_index``: it identifies the job (``run_store.row_key``)."""
     row = asdict(r)
     row.update(
         model=model, doc_id=doc_id, doc_index=doc_index, bin=bin_name,
@@ -53,6 +54,8 @@ def result_row(r: AttackResult, stats: Any, model: str, doc_id: str, doc_index: 
         seconds=round(seconds, 3),
     )
     row.pop("target")
+    if r.kind == "nontargeted" and bin_label is not None:
+        row["bin_label_index"] = int(bin_label)
     return row
 
 
@@ -211,14 +214,9 @@ class AttackRun:
         results = attack_documents(tools.searches[name], self.models[name], [self.texts[j.doc] for j in group],
                                    targets, self.settings, tools.encoder)
         seconds = (time.perf_counter() - began) / len(group)
-        rows = []
-        for j, r in zip(group, results, strict=True):
-            row = result_row(r, self.stats, name, self.doc_ids[j.doc], j.doc, self.bins[self.label_bin[j.target]].name,
-                             self.settings.similarity_measure, seconds)
-            if j.kind == "nontargeted":
-                row["bin_label_index"] = j.target  # what identifies the job (row_key)
-            rows.append(row)
-        return rows
+        return [result_row(r, self.stats, name, self.doc_ids[j.doc], j.doc, self.bins[self.label_bin[j.target]].name,
+                           self.settings.similarity_measure, seconds, bin_label=j.target)
+                for j, r in zip(group, results, strict=True)]
 
     def run(self, show_progress: bool = True, trainer: Any = None) -> dict[str, Any]:
         """Attack everything not done yet and write the report; returns the summary (on every process).

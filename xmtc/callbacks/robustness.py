@@ -358,7 +358,7 @@ class RobustnessCallback(Callback):
         step, rows = _logging_step(trainer), []
         for job, result in zip(group, results, strict=True):
             row = result_row(result, pl_module.label_stats, type(pl_module).__name__, f"val:{job.doc}", job.doc,
-                             self._bins[job.bin].name, s.similarity_measure, seconds)
+                             self._bins[job.bin].name, s.similarity_measure, seconds, bin_label=job.target)
             rows.append({"job": job.order, "rank": trainer.global_rank, "global_step": step,
                          "epoch": trainer.current_epoch, **row})
         return rows
