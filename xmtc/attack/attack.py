@@ -14,7 +14,7 @@ from collections.abc import Generator, Sequence
 import torch
 from torch import Tensor
 
-from xmtc.attack.base import AttackKind, AttackResult, SearchState, Transformation
+from xmtc.attack.base import AttackKind, AttackResult, SearchState, TargetAwareTransformation, Transformation
 from xmtc.attack.constraints import Constraint, Constraints, default_constraints
 from xmtc.attack.goal import QueryBudgetExhausted, ScoreRequest, TargetedGoal, as_label_list, drive
 from xmtc.attack.importance import ImportanceName, WordImportance, importance_method
@@ -23,7 +23,7 @@ from xmtc.attack.search import (
     GreedySearch,
     SearchMethod,
     SuccessCheck,
-    distinct_words,
+    distinct_edits,
     visit_order,
 )
 
@@ -69,10 +69,18 @@ class Attack:
 
     def candidates(self, state: SearchState, position: int, source: Sequence[str], defer: bool = False) -> list[str]:
         """The replacement words for ``position`` the constraints allow: the transformation asked on ``source``
-        (the current or the original words), minus duplicates, the word itself and anything not one word.
-        ``defer``: the constraints checked after scoring are left to ``constraints.choose``."""
-        options = self.transformation.candidates(source, [position])[0]
-        return self.constraints.filter(state, position, distinct_words(state.current[position], options), defer)
+        (the current or the original words), minus duplicates, the word itself and anything not one word, or
+        one word inserted beside it (``xmtc.attack.base.insertion_slot``). A target-aware transformation is
+        asked with the attack's labels Γ and model. ``defer``: the constraints checked after scoring are left
+        to ``constraints.choose``."""
+        if len(state.current[position].split()) != 1:
+            return []  # a word with an insertion beside it is never edited again (one change would hide two)
+        t = self.transformation
+        if state.target is not None and isinstance(t, TargetAwareTransformation):
+            options = t.candidates_toward(source, [position], state.target, self.goal.scorer)[0]
+        else:
+            options = t.candidates(source, [position])[0]
+        return self.constraints.filter(state, position, distinct_edits(state.current[position], options), defer)
 
     # -- running --
 
@@ -142,7 +150,8 @@ class Attack:
             result.status, result.message, result.queries = "skipped", why, goal.queries
             return result
 
-        state = SearchState(original=list(words), current=list(words), num_words=result.num_words, row=before)
+        state = SearchState(original=list(words), current=list(words), num_words=result.num_words, row=before,
+                            target=gamma)
         status: str | None = None
         try:
             # Γ columns of the current text: what gains are measured against (same computation as candidates')

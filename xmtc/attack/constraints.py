@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from xmtc.attack.base import SearchState
+from xmtc.attack.base import SearchState, slot_edit
 from xmtc.attack.goal import best_candidate, max_changes
 from xmtc.attack.stopwords import is_stop_word
 
@@ -49,7 +49,9 @@ class StopWords(Constraint):
         return not is_stop_word(state.original[position])
 
     def allowed(self, state: SearchState, position: int, candidates: Sequence[str]) -> list[bool]:
-        return [not is_stop_word(c) for c in candidates]
+        """No stop word put in, by replacement or by insertion (the inserted word of a slot is checked)."""
+        word = state.current[position]
+        return [not is_stop_word(edit[1] if (edit := slot_edit(word, c)) is not None else c) for c in candidates]
 
 
 class MaxChangeRate(Constraint):
@@ -78,7 +80,8 @@ class MaxChangedWords(Constraint):
 
 class NoRepeatModification(Constraint):
     """A word changed once is not changed again (a search that revisits positions would otherwise undo or
-    stack its own changes)."""
+    stack its own changes); a word with an insertion beside it counts as changed, so nothing is inserted and
+    then replaced, or inserted twice at one place."""
 
     def allows_position(self, state: SearchState, position: int) -> bool:
         return position not in state.changed

@@ -22,7 +22,7 @@ from torch import Tensor
 from xmtc.attack.goal import GoalTarget, ScoreRequest, TargetedGoal, as_label_list, drive
 from xmtc.attack.stopwords import is_stop_word
 
-ImportanceName = Literal["mask", "deletion", "gradient"]
+ImportanceName = Literal["mask", "deletion", "gradient", "label"]
 
 
 def attackable_positions(words: Sequence[str]) -> list[int]:
@@ -120,8 +120,60 @@ class GradientImportance(WordImportance):
         yield  # a scoring generator that asks for nothing
 
 
+class LabelProbeImportance(WordImportance):
+    """Black box, for negative targets (issue 16): where putting the target's word in raises it most, not only
+    what to remove. Each allowed position is probed by each of ``probes`` with the target's best TF-IDF word
+    (``xmtc.attack.label_words.LabelWords``; the run fits them on its training split): ``mask`` (eq. 3.1's
+    masked copy), ``replace`` (the word replaced by the label word), ``insert_before``/``insert_after`` (the
+    label word put beside it); a position's importance is its largest progress over the probes. All copies go
+    in one batched request of the Γ columns (len(probes) queries per position). Other kinds, and targets
+    without label words, get ``MaskImportance``'s order.
+    """
+
+    needs_label_words = True
+
+    def __init__(self, probes: Sequence[str] = ("replace", "insert_before"), mask_token: str | None = "[UNK]") -> None:
+        bad = [p for p in probes if p not in ("mask", "replace", "insert_before", "insert_after")]
+        if bad or not probes:
+            raise ValueError(f"probes must be a non-empty list of mask, replace, insert_before, insert_after; "
+                             f"got {list(probes)}")
+        self.probes = list(probes)
+        self.mask_token = mask_token
+        self.label_words: Any = None
+
+    def set_label_words(self, label_words: Any) -> None:
+        self.label_words = label_words
+
+    def steps(self, goal: TargetedGoal, words: Sequence[str], positions: Sequence[int], target: GoalTarget,
+              reference: Tensor) -> Generator[ScoreRequest, Tensor, Tensor]:
+        if self.label_words is None:
+            raise ValueError("LabelProbeImportance: no label words; the attack run fits them on its training split, "
+                             "or call set_label_words(LabelWords.fit(texts, labels, n))")
+        best = self.label_words.ranked(list(target.labels), 1) if target.kind == "negative" else []
+        if not best:
+            return (yield from mask_importance_steps(goal, words, target, reference, self.mask_token, positions))
+        word = best[0]
+        importance = torch.full((len(words),), float("-inf"), dtype=torch.float64)
+        positions = list(positions)
+        if not positions:
+            return importance
+
+        def probe(kind: str, p: int) -> str:
+            if kind == "mask":
+                return masked_text(words, p, self.mask_token)
+            slot = {"replace": word, "insert_before": f"{word} {words[p]}", "insert_after": f"{words[p]} {word}"}[kind]
+            return " ".join([*words[:p], slot, *words[p + 1:]])
+
+        texts = [probe(kind, p) for kind in self.probes for p in positions]
+        rows = yield from goal.request(texts, target.labels)
+        gains = goal.progress(rows, target, reference).reshape(len(self.probes), len(positions))
+        importance[positions] = gains.max(dim=0).values
+        return importance
+
+
 def importance_method(name: str | WordImportance, mask_token: str | None = "[UNK]") -> WordImportance:
-    """The importance a setting names: ``mask`` (with ``mask_token``; None deletes), ``deletion``, ``gradient``."""
+    """The importance a setting names: ``mask`` (with ``mask_token``; None deletes), ``deletion``, ``gradient``,
+    ``label`` (``LabelProbeImportance``: the target's word put in by replacement or insertion)."""
     if isinstance(name, WordImportance):
         return name
     if name == "mask":
@@ -130,7 +182,9 @@ def importance_method(name: str | WordImportance, mask_token: str | None = "[UNK
         return DeletionImportance()
     if name == "gradient":
         return GradientImportance()
-    raise ValueError(f"importance must be 'mask', 'deletion' or 'gradient'; got {name!r}")
+    if name == "label":
+        return LabelProbeImportance(mask_token=mask_token)
+    raise ValueError(f"importance must be 'mask', 'deletion', 'gradient' or 'label'; got {name!r}")
 
 
 # -- white box --

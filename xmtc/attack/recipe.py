@@ -43,8 +43,10 @@ class AttackSettings:
         k: size of the predicted top-k set.
         max_change_rate: θ, the largest share of words that may change.
         query_budget: largest number of target-model queries per attacked example (None: no limit).
-        importance: ``mask`` (black box, paper), ``deletion`` (black box, the word left out) or ``gradient``
-            (white box: a model with ``word_gradients``, such as AttentionXML).
+        importance: ``mask`` (black box, paper), ``deletion`` (black box, the word left out), ``gradient``
+            (white box: a model with ``word_gradients``, such as AttentionXML) or ``label`` (black box, for
+            negative targets: where the target's TF-IDF word, put in by replacement or insertion, raises it
+            most; ``xmtc.attack.importance.LabelProbeImportance``).
         mask_token: what replaces a word for importance; null deletes it instead.
         masked_lm: Hugging Face masked LM name or local path for substitutions.
         candidates: K substitutions per word.
@@ -71,8 +73,9 @@ class AttackSettings:
             (``encoder``, ``similarity_measure``), checked during the search (``MinSimilarity``); null: only the
             post-hoc threshold ``similarity_threshold`` of the reports, as in the paper.
         transformation: the substitutions as a part (``class_path``/``init_args``, e.g.
-            ``xmtc.attack.word_vectors.WordVectorNeighbours``); null: the masked LM of ``masked_lm``,
-            ``candidates`` and ``mlm_mode``.
+            ``xmtc.attack.word_vectors.WordVectorNeighbours``, ``xmtc.attack.insertion.WordInsertion``,
+            ``xmtc.attack.label_guided.LabelGuidedWords``; their ``masked_lm: null`` uses ``masked_lm``); null:
+            the masked LM of ``masked_lm``, ``candidates`` and ``mlm_mode``.
         search: the search method as a part (``xmtc.attack.search.GreedySearch`` or ``BeamSearch``); null: the
             profile's greedy search.
         constraints: more constraints (``xmtc.attack.constraints``) besides the paper's (stop words,
@@ -84,7 +87,7 @@ class AttackSettings:
     k: int = 5
     max_change_rate: float = 0.1
     query_budget: int | None = None
-    importance: Literal["mask", "deletion", "gradient"] = "mask"
+    importance: Literal["mask", "deletion", "gradient", "label"] = "mask"
     mask_token: str | None = "[UNK]"
     masked_lm: str = "bert-base-cased"
     candidates: int = 48
@@ -190,19 +193,32 @@ def add_similarity(encoder: Any, originals: Sequence[str], results: Sequence[Att
 
 
 def build_transformation(settings: AttackSettings, device: str = "cpu") -> WordSubstitution:
-    """The settings' transformation on ``device``: their part, or the masked LM they name."""
-    if settings.transformation is not None:
-        return settings.transformation.to(device)
+    """The settings' transformation on ``device``: their part (given the masked LM ``masked_lm`` names when it
+    asks for one: ``attach_masked_lm``, its own ``masked_lm`` unset), or the masked LM they name."""
     from xmtc.attack.transformation import MaskedLMSubstitution
 
+    part = settings.transformation
+    if part is not None:
+        if hasattr(part, "attach_masked_lm") and getattr(part, "mlm", None) is None:
+            part.attach_masked_lm(MaskedLMSubstitution(settings.masked_lm, k=part.k, mode="masked",
+                                                       batch_size=settings.batch_size, device=device))
+        return part.to(device)
     return MaskedLMSubstitution(settings.masked_lm, k=settings.candidates, mode=settings.mlm_mode,
                                 batch_size=settings.batch_size, device=device)
 
 
-def build_search(scorer: Any, transformation: Any, settings: AttackSettings, encoder: Any = None) -> Attack:
+def needs_label_words(settings: AttackSettings) -> bool:
+    """Whether a part of the settings' attack works from the training split's TF-IDF label words
+    (``xmtc.attack.label_words.LabelWords``): the run then fits them once."""
+    return settings.importance == "label" or bool(getattr(settings.transformation, "needs_label_words", False))
+
+
+def build_search(scorer: Any, transformation: Any, settings: AttackSettings, encoder: Any = None,
+                 label_words: Any = None) -> Attack:
     """The attack the settings describe, with a goal of its own, for ``scorer``: the profile's greedy search
     (or the settings' search part), the paper's constraints plus the settings' own, and ``MinSimilarity`` with
-    ``encoder`` when ``min_similarity`` is set."""
+    ``encoder`` when ``min_similarity`` is set. ``label_words``: the training split's TF-IDF label words, given
+    to the parts that use them (``needs_label_words``)."""
     paper = settings.profile == "paper"
     goal = TargetedGoal(scorer, k=settings.k, batch_size=settings.batch_size, query_budget=settings.query_budget)
     search = settings.search if settings.search is not None else GreedySearch(
@@ -216,8 +232,14 @@ def build_search(scorer: Any, transformation: Any, settings: AttackSettings, enc
                 raise UserError("a minimum similarity during the search needs a sentence encoder: set "
                                 "settings.encoder (and encoder_path)")
             c.encoder = encoder
-    return Attack(goal, transformation, constraints=constraints,
-                  importance=importance_method(settings.importance, settings.mask_token), search=search)
+    importance = importance_method(settings.importance, settings.mask_token)
+    for part in (transformation, importance):
+        if getattr(part, "needs_label_words", False):
+            if label_words is None:
+                raise UserError(f"{type(part).__name__} needs the training split's label words: run it through "
+                                "`python -m xmtc attack` (which fits them), or pass label_words=LabelWords.fit(...)")
+            part.set_label_words(label_words)
+    return Attack(goal, transformation, constraints=constraints, importance=importance, search=search)
 
 
 def attack_documents(search: Attack, model: Any, documents: Sequence[str],

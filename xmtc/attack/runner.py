@@ -32,10 +32,11 @@ from xmtc.attack.recipe import (  # noqa: F401 (re-exported: the settings' old h
     build_transformation,
     encoder_description,
     load_encoder,
+    needs_label_words,
 )
 from xmtc.attack.report import markdown_tables, plot_success_by_frequency, summarize
 from xmtc.attack.run_store import JobKey, RunStore
-from xmtc.attack.selection import FrequencyBin, choose_pairs, label_clusters, predicted_topk_of
+from xmtc.attack.selection import FrequencyBin, choose_pairs, label_clusters, label_tfidf, predicted_topk_of
 from xmtc.errors import UserError
 
 
@@ -54,6 +55,9 @@ def result_row(r: AttackResult, stats: Any, model: str, doc_id: str, doc_index: 
         seconds=round(seconds, 3),
     )
     row.pop("target")
+    for change in row["changes"]:  # the paper's substitutions keep their rows as they were
+        if change.get("kind") == "replace":
+            del change["kind"]
     if r.kind == "nontargeted" and bin_label is not None:
         row["bin_label_index"] = int(bin_label)
     return row
@@ -139,6 +143,7 @@ class AttackRun:
         self.empty_bins: dict[str, list[str]] = {}  # bins without an eligible pair, per kind
         self.bins: list[FrequencyBin] = []
         self.label_bin = np.zeros(0, np.int64)
+        self._tfidf: tuple[list[str], Any] | None = None
 
     # -- choosing pairs --
 
@@ -158,10 +163,25 @@ class AttackRun:
             print(f"{kind} attacks: no eligible pairs in bin(s) {', '.join(names)}")
         return choice.pairs, choice.bins
 
+    def _label_tfidf(self, why: str) -> tuple[list[str], Any]:
+        """The training split's TF-IDF vocabulary and label representations, fitted once per run (the label
+        clusters and the label-guided parts share them)."""
+        if self._tfidf is None:
+            if self.train is None:
+                raise ValueError(f"{why} needs the training documents (label representations)")
+            self._tfidf = label_tfidf(self.train[0], self.train[1], len(self.stats))
+        return self._tfidf
+
     def _clusters(self) -> np.ndarray:
-        if self.train is None:
-            raise ValueError("negative_clusters needs the training documents (label representations)")
-        return label_clusters(self.train[0], self.train[1], len(self.stats), seed=self.settings.seed)
+        reps = self._label_tfidf("negative_clusters")[1]
+        return label_clusters(self.train[0], self.train[1], len(self.stats), seed=self.settings.seed,  # type: ignore[index]
+                              representations=reps)
+
+    def label_words(self) -> Any:
+        """The training split's TF-IDF label words (``xmtc.attack.label_words.LabelWords``)."""
+        from xmtc.attack.label_words import LabelWords
+
+        return LabelWords(*self._label_tfidf("label-guided attack parts"))
 
     # -- planning --
 
@@ -202,7 +222,9 @@ class AttackRun:
         s = self.settings
         transformation = build_transformation(s, device=device)
         encoder = load_encoder(s, device=device)
-        return Tools({name: build_search(m, transformation, s, encoder) for name, m in self.models.items()}, encoder)
+        words = self.label_words() if needs_label_words(s) else None
+        return Tools({name: build_search(m, transformation, s, encoder, words) for name, m in self.models.items()},
+                     encoder)
 
     def attack_group(self, group: Sequence[Job], tools: Tools) -> list[dict[str, Any]]:
         """Attack one group (one model's jobs, their texts sharing forward passes); its result rows."""

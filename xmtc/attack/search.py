@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from xmtc.attack.base import SearchState
+from xmtc.attack.base import SearchState, slot_edit
 from xmtc.attack.goal import GoalTarget, ScoreRequest, TargetedGoal, best_candidate
 from xmtc.attack.stopwords import is_stop_word
 from xmtc.metrics import top_labels
@@ -52,6 +52,20 @@ def distinct_words(word: str, candidates: Sequence[str]) -> list[str]:
     out = []
     for c in candidates:
         if c in seen or c == word or not c or c.split() != [c]:
+            continue
+        seen.add(c)
+        out.append(c)
+    return out
+
+
+def distinct_edits(word: str, candidates: Sequence[str]) -> list[str]:
+    """``distinct_words``, and insertion slots too: ``word`` with one word put before or after it
+    (``xmtc.attack.base.slot_edit``); duplicates and anything else are dropped. For the paper's substitutions
+    (no slot has a space) it keeps what ``distinct_words`` keeps."""
+    seen: set[str] = set()
+    out = []
+    for c in candidates:
+        if c in seen or not c or slot_edit(word, c) is None:
             continue
         seen.add(c)
         out.append(c)

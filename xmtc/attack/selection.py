@@ -258,13 +258,25 @@ def label_representations(doc_features: sp.csr_matrix, labels: Sequence[np.ndarr
     return sp.diags(1.0 / np.maximum(norms, 1e-12)) @ reps
 
 
-def label_clusters(train_texts: Sequence[str], train_labels: Sequence[np.ndarray], num_labels: int,
-                   min_size: int = 3, seed: int = 0, max_features: int = 100_000) -> np.ndarray:
-    """Cluster id per label: balanced 2-means over the summed TF-IDF of each label's training documents."""
+def label_tfidf(train_texts: Sequence[str], train_labels: Sequence[np.ndarray], num_labels: int,
+                max_features: int = 100_000) -> tuple[list[str], sp.csr_matrix]:
+    """The TF-IDF vocabulary (lower-cased words) of the training documents and the label representations over
+    it (``label_representations``): what label clusters and label-guided attack words are made of."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    x = TfidfVectorizer(max_features=max_features, sublinear_tf=True, dtype=np.float32).fit_transform(train_texts)
-    return balanced_2means(label_representations(x, train_labels, num_labels), min_size=min_size, seed=seed)
+    vectorizer = TfidfVectorizer(max_features=max_features, sublinear_tf=True, dtype=np.float32)
+    x = vectorizer.fit_transform(train_texts)
+    return list(vectorizer.get_feature_names_out()), label_representations(x, train_labels, num_labels)
+
+
+def label_clusters(train_texts: Sequence[str], train_labels: Sequence[np.ndarray], num_labels: int,
+                   min_size: int = 3, seed: int = 0, max_features: int = 100_000,
+                   representations: sp.csr_matrix | None = None) -> np.ndarray:
+    """Cluster id per label: balanced 2-means over the summed TF-IDF of each label's training documents
+    (``representations``: ``label_tfidf``'s, when already made for these documents)."""
+    if representations is None:
+        representations = label_tfidf(train_texts, train_labels, num_labels, max_features)[1]
+    return balanced_2means(representations, min_size=min_size, seed=seed)
 
 
 def balanced_2means(reps: sp.csr_matrix, min_size: int = 3, seed: int = 0, iters: int = 10) -> np.ndarray:

@@ -510,6 +510,49 @@ class MaskedLMSubstitution(WordSubstitution):
     def _finished(self, state: _UnmaskedText, todo: list[int]) -> dict[int, list[str]]:
         return {p: self._words(state.ranked[p]) for p in todo}
 
+    # ------------------------------------------------------------------ slots: replaced or inserted words
+
+    def _inserted_input(self, enc: _Encoded, position: int, side: str) -> tuple[list[int], int]:
+        """The windowed text with ONE mask token inserted before (``insert_before``) or after the word's core,
+        and the mask's index: the masked LM's guess of a word put there."""
+        start, end = enc.spans[position]
+        at = start if side == "insert_before" else end
+        left, right = self._window(len(enc.ids), at, at)
+        seq = self._prefix_ids + enc.ids[left:at] + [self.tokenizer.mask_token_id]
+        return seq + enc.ids[at:right] + self._suffix_ids, len(seq) - 1
+
+    def slot_log_probs(self, words: Sequence[str], slots: Sequence[tuple[int, str]]) -> Tensor:
+        """(len(slots), vocabulary) log-probabilities of the masked LM's usable whole words (-inf elsewhere) at
+        each slot: (position, ``replace``) masks the word's core, (position, ``insert_before``/``insert_after``)
+        inserts a mask beside it. One batched pass per ``batch_size`` slots; rows of words without tokens
+        are all -inf."""
+        enc = self._encode(words)
+        ok = [i for i, (p, _) in enumerate(slots) if enc.spans[p][0] < enc.spans[p][1]]
+        inputs = [self._masked_input(enc, slots[i][0]) if slots[i][1] == "replace"
+                  else self._inserted_input(enc, *slots[i]) for i in ok]
+        out = torch.full((len(slots), len(self._vocab_words)), -math.inf)
+        if ok:
+            logits = self._single_slot_logits(inputs) + self._invalid_bias[: len(self._vocab_words)]
+            out[ok] = torch.log_softmax(logits, dim=-1).cpu()
+        return out
+
+    def ranked_inserted(self, words: Sequence[str], positions: Sequence[int], side: str) -> list[list[str]]:
+        """For each position, the ``_pool_size()`` most probable whole words for a mask inserted on ``side``."""
+        rows = self.slot_log_probs(words, [(p, side) for p in positions])
+        n = min(self._pool_size(), self._num_valid)
+        return [[self._vocab_words[i] for i in row.topk(n).indices.tolist() if math.isfinite(float(row[i]))]
+                for row in rows]
+
+    @functools.cached_property
+    def word_ids(self) -> dict[str, int]:
+        """Lower-cased usable whole word -> its vocabulary id (the first such entry): where a word from
+        elsewhere (a label's words) sits in ``slot_log_probs``."""
+        out: dict[str, int] = {}
+        for i, w in enumerate(self._vocab_words):
+            if w:
+                out.setdefault(w.lower(), i)
+        return out
+
     # ------------------------------------------------------------------ quality
 
     def top_k_recall(
