@@ -4,6 +4,7 @@ word-vector substitutions from a vector file written here, and a 2-process gloo 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import random
 import subprocess
@@ -267,3 +268,45 @@ def test_ddp_two_processes_fit_with_the_snippet_and_log(tmp_path, tiny_attack_mo
     assert all(float(r["adversarial/attacked"]) == 0 for r, f in zip(steps, flags, strict=True) if not f)
     assert any(r.get("adversarial/mean_step_seconds_with_attack") for r in rows)
     assert any(r.get("adversarial/mean_step_seconds_without_attack") for r in rows)
+
+
+def test_robustness_callback_in_the_same_fit_sees_the_difference(tmp_path):
+    """Both callbacks and the epoch timer in one fit: the robustness callback's curve of the adversarially trained
+    model ends far below that of the same fit without adversarial training, every epoch logs its time, and the
+    robustness evaluation (no gradients, eval mode) does not stop the attacks in training."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from xmtc.callbacks import EpochTimer, RobustnessCallback
+
+    data = one_word_corpus(tmp_path / "data", n_train=240, n_test=6)
+    vectors = one_word_vectors(tmp_path / "vectors.txt")
+    finals = {}
+    for name in ("clean", "adv"):
+        adv = AdversarialTraining(_settings(vectors), share=1.0, start_epoch=1, seed=0)
+        measure = RobustnessCallback(dataclasses.replace(_settings(vectors), importance="mask", min_labels_per_bin=1,
+                                                         samples_per_bin=40),
+                                     every_n_epochs=4, max_bins=1, time_limit=None, dirpath=str(tmp_path / name))
+        dm = XMTCDataModule(str(data), val_fraction=0.25, max_length=20, batch_size=16, seed=0)
+        torch.manual_seed(0)
+        model = AttentionXML(tokenizer=dm.tokenizer, label_stats=dm.label_stats, embedding_dim=16, hidden_size=16,
+                             linear_sizes=[16], embedding_dropout=0.0, dropout=0.0, ks=(1, 3),  # 4 labels
+                             optimizer=partial(torch.optim.Adam, lr=0.02))
+        L.seed_everything(0, verbose=False)
+        callbacks = [measure, EpochTimer()] + ([adv] if name == "adv" else [])
+        trainer = L.Trainer(max_epochs=8, accelerator="cpu", logger=CSVLogger(tmp_path / "logs", name=name),
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            callbacks=callbacks, num_sanity_val_steps=0, log_every_n_steps=1)
+        with single_thread():
+            trainer.fit(model, datamodule=dm)
+        overall = [r for r in measure.curves if r["bin"] == "all"]
+        assert len(overall) == 2 and all(r["attacked"] >= 10 for r in overall), overall
+        finals[name] = overall[-1]["success_rate"]
+        with open(next((tmp_path / "logs" / name).rglob("metrics.csv")), encoding="utf-8") as f:
+            times = [float(r["time/train_epoch_seconds"]) for r in csv.DictReader(f)
+                     if r.get("time/train_epoch_seconds")]
+        assert len(times) == 8 and all(t > 0 for t in times)
+        assert (tmp_path / name / "success_by_frequency_positive.png").exists()
+        if name == "adv":
+            assert adv.totals["added"] > 0
+    # the clean model relies on the one word; the adversarially trained one learnt its look-alikes too
+    assert finals["clean"] >= 0.5 and finals["adv"] <= finals["clean"] - 0.3, finals
