@@ -311,6 +311,7 @@ def write_report(out: Path, report: Path) -> Path:
                   f"{bins['min_pairs']} shared correct pairs in every bin ({bins['common_pairs']} pairs over "
                   f"{bins['labels']} labels are classified correctly by all four models; per bin "
                   f"{', '.join(f'{b}: {n}' for b, n in zip(bins['bins'], bins['pairs_per_bin'], strict=True))}).", ""]
+    report.parent.mkdir(parents=True, exist_ok=True)
     if summary:
         figure = plot_with_bands(summary, report.with_suffix(".png"), "success_rate_strict",
                                  "EURLEX57K demo, positive-targeted, same pairs; success: similarity > "
