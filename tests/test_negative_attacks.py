@@ -299,3 +299,36 @@ def test_label_probe_importance_measures_the_label_word_put_in() -> None:
     # mask importance only sees what removing a word does: "rain" first too, but the others gain nothing
     mask = drive(MaskImportance().steps(goal, doc.split(), [0, 1, 2], target, reference), goal.score_batched)
     assert mask.tolist() == pytest.approx([-2.0, 3.0, -2.0], rel=1e-4)
+
+
+# -- the masked LM's slots (a real, tiny masked LM) --
+
+
+def test_masked_lm_slots_for_replaced_and_inserted_words(tiny_attack_models) -> None:
+    from xmtc.attack.transformation import MaskedLMSubstitution
+
+    mlm = MaskedLMSubstitution(str(tiny_attack_models[0]), k=4)
+    words = ["the", "council", "adopted", "fishing", "quotas", "for", "member", "states"]
+    logp = mlm.slot_log_probs(words, [(3, "replace"), (3, "insert_before"), (3, "insert_after"), (0, "replace")])
+    assert logp.shape == (4, len(mlm._vocab_words))
+    for row in logp[:3]:  # distributions over the usable whole words only
+        finite = torch.isfinite(row)
+        assert torch.logsumexp(row[finite], 0).item() == pytest.approx(0.0, abs=1e-4)
+        assert all(mlm._vocab_words[i] for i in torch.nonzero(finite).reshape(-1).tolist())
+    # the replaced slot is the masked slot the substitutions come from
+    assert mlm._vocab_words[int(logp[0].argmax())] == mlm.ranked_words(words, [3])[0][0]
+    # the inserted mask sits right before / after the word's tokens
+    enc = mlm._encode(words)
+    start, end = enc.spans[3]
+    mask = mlm.tokenizer.mask_token_id
+    for side, left, right in (("insert_before", enc.ids[start - 1], enc.ids[start]),
+                              ("insert_after", enc.ids[end - 1], enc.ids[end])):
+        seq, slot = mlm._inserted_input(enc, 3, side)
+        assert seq[slot] == mask and (seq[slot - 1], seq[slot + 1]) == (left, right)
+    ranked = mlm.ranked_inserted(words, [3, 5], "insert_after")
+    assert len(ranked) == 2 and all(ranked)
+    part = WordInsertion(str(tiny_attack_models[0]), k=3, edits=["insert_before", "insert_after"])
+    (cands,) = part.candidates(words, [3])
+    kinds = [slot_edit(words[3], c) for c in cands]
+    assert len(cands) == 6 and all(k is not None and k[0] != "replace" for k in kinds)
+    assert part.candidates(words, [0]) == [[]]  # no insertion beside a stop word (the constraints skip it anyway)
