@@ -4,18 +4,30 @@
     python scripts/study_eurlex.py --scale cpu       # make study-eurlex; rerun after a stop to resume
     python scripts/study_eurlex.py --scale smoke --out logs/study-smoke   # the whole pipeline in minutes
 
+Two models, as in the paper: AttentionXML (``axml``) and APLC-XLNet (``aplc``: at the cpu and smoke scales a
+small XLNet trained from scratch with a tokenizer the project trains, configs/demo_aplc.yaml's recipe), each with
+the normal, PW and PW-cb losses on the same step budget per model.
+
 Steps (each skipped when its output exists, so a stopped study resumes where it stopped):
-  mlm        python -m xmtc.attack.mlm: a masked LM for substitutions on the training split (unless
-             --masked-lm names a real one, e.g. a local bert-base-cased copy);
-  fit-LOSS   python -m xmtc fit for normal, PW and PW-cb (a crashed fit resumes from its last.ckpt);
-  test-LOSS  python -m xmtc test on the best checkpoint (P@k, nDCG@5, PSP@k from the CSV logger);
-  bins       L (min_labels_per_bin) so that the correctly classified test pairs fall into >= 5 bins;
-  attack-*   python -m xmtc attack: positive; negative with and without label clusters (normal model);
-             the loss comparison on pairs all three models classify correctly (--compare, paper §4.3.2);
-             an interrupted attack resumes by itself from its results.jsonl;
-  report     Table 3 / Table 5 / Figure 2 / Table 6 style report, written only from the run's files, every
-             success rate with its 95% Wilson interval (--report-only rewrites it; --redraw-figure2 REPORT redraws
-             the figure from the counts REPORT prints, when the run's files are gone).
+  mlm            python -m xmtc.attack.mlm --init minilm: the masked LM for substitutions, fine-tuned from the
+                 pretrained all-MiniLM-L6-v2 of xmtc[minilm] on the training split (--mlm-init scratch: trained from
+                 scratch; --masked-lm names a real one, e.g. a local bert-base-cased copy, and skips the step);
+  tokenizer      python -m xmtc.data.train_tokenizer: APLC-XLNet's subword tokenizer on the training split;
+  fit-M-L-partI  python -m xmtc fit for model M and loss L, one part (one "epoch" of limit_train_batches steps,
+                 validated at its end) per command, each part resuming from the last one's last.ckpt (a crashed
+                 part resumes from its own); the learning rate is constant after a warm-up, so more parts extend
+                 the same run;
+  test-M-L       python -m xmtc test on the best checkpoint (P@k, nDCG@5, PSP@k from the CSV logger);
+  bins           per model, L (min_labels_per_bin): the finest binning of the correctly classified test pairs
+                 in which every bin holds at least --samples-per-bin pairs (the paper's binning walks up from the
+                 rarest label a model gets right, so the rarest bin holds it);
+  attack-M-*     python -m xmtc attack: positive; negative with and without label clusters (normal model);
+                 the loss comparison on pairs all three models classify correctly (--compare, paper §4.3.2);
+                 an interrupted attack resumes by itself from its results.jsonl;
+  report         the models with their validation curves, Table 3 / Table 5 / Figure 2 / Table 6, and a verdict
+                 on each of the paper's findings F1-F6 with its 95% interval, written only from the run's files
+                 (--report-only rewrites it; --redraw-figure2 REPORT redraws the figure from the counts REPORT
+                 prints, when the run's files are gone).
 
 Every command run and its wall-clock go to ``<out>/steps.json``; the report lists them.
 """
@@ -40,44 +52,72 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = ("normal", "pw", "pwcb")
+MODELS = ("axml", "aplc")
+MODEL_NAMES = {"axml": "AttentionXML", "aplc": "APLC-XLNet"}
 METRICS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
 MIN_BINS = 5
+ATTACKS = ("positive", "negative-clusters", "negative-no-clusters", "compare-losses")
+REWEIGHTED_SHARE = 0.8  # PW and PW-cb are compared once their validation P@5 reaches this share of normal's
+Z95, Z80 = 1.959964, 0.841621  # two-sided 95%; power 80%: the detectable effect is (Z95 + Z80) standard errors
 
 
 @dataclass
 class Scale:
     """How big the models, training and attacks are: what the machine allows decides it."""
 
-    model: list[str]
-    trainer: list[str]
+    model: list[str]  # AttentionXML's overrides of configs/axml_eurlex_<loss>.yaml
+    trainer: list[str]  # both models: the size of one part (limit_train_batches) and the validation
     mlm_steps: int
     samples_per_bin: int
     candidates: int
-    max_labels_per_bin: int = 100  # the paper's L for EURLEX57K / Wiki10-31K; lowered until >= 5 bins
+    max_labels_per_bin: int = 100  # the largest L tried
     attack: list[str] = field(default_factory=list)
     mlm_docs: int | None = None  # train the masked LM on the first N training documents only (smoke)
+    parts: int | None = None  # fit commands per model and loss, one epoch each; None: the configs' max_epochs
+    aplc_model: list[str] = field(default_factory=list)  # APLC-XLNet's overrides of configs/aplc_eurlex_<loss>.yaml
+    tokenizer: list[str] = field(default_factory=list)  # python -m xmtc.data.train_tokenizer options
     note: str = ""
 
 
+def _aplc_small(d_model: int, layers: int, heads: int, inner: int, warmup_steps: int) -> list[str]:
+    """A small XLNet trained from scratch as in configs/demo_aplc.yaml (prior bias, mean pooling, larger steps),
+    on the CPU, with a constant learning rate after a linear warm-up: the same schedule whatever the number of
+    parts (the configs' linear decay is set from max_epochs, which grows with every part)."""
+    schedule = {"class_path": "torch.optim.lr_scheduler.LinearLR",
+                "init_args": {"start_factor": 0.05, "end_factor": 1.0, "total_iters": warmup_steps}}
+    return [f"--model.init_args.encoder_config={{d_model: {d_model}, n_layer: {layers}, n_head: {heads}, "
+            f"d_inner: {inner}, dropout: 0.1}}",
+            "--model.init_args.summary_pooling=mean", "--model.init_args.prior_bias=true",
+            "--model.init_args.lr_encoder=0.001", "--model.init_args.lr_summary=0.001",
+            "--model.init_args.lr_head=0.003", f"--model.init_args.lr_scheduler={json.dumps(schedule)}",
+            "--trainer.precision=32", "--trainer.strategy=auto", "--trainer.devices=1"]
+
+
 SCALES: dict[str, Scale] = {
-    # the configs as they are (AttentionXML's sizes, 30 epochs, early stopping): a GPU
-    "paper": Scale(model=[], trainer=[], mlm_steps=1500, samples_per_bin=200, candidates=48,
-                   note="configs/axml_eurlex_*.yaml as they are (AttentionXML's EUR-Lex sizes, 30 epochs with "
-                        "early stopping on val/nDCG@5)"),
-    # what 2 CPU cores allow in a session: ~25 minutes of training per loss, the same 2,000 steps for each loss
+    # the configs as they are (AttentionXML's sizes, 30 epochs, early stopping; APLC-XLNet on xlnet-base-cased): GPUs
+    "paper": Scale(model=[], trainer=[], mlm_steps=300, samples_per_bin=200, candidates=48,
+                   note="configs/axml_eurlex_*.yaml and configs/aplc_eurlex_*.yaml as they are (AttentionXML's "
+                        "EUR-Lex sizes, 30 epochs with early stopping on val/nDCG@5; APLC-XLNet on a local "
+                        "xlnet-base-cased copy, 8 epochs), one fit command per model and loss"),
+    # what 2 CPU cores allow: parts of 1,000 steps (~25 min AttentionXML, ~35 min APLC-XLNet), validated after each
     "cpu": Scale(
         model=["--model.init_args.embedding_dim=100", "--model.init_args.hidden_size=64",
                "--model.init_args.linear_sizes=[128]", "--model.init_args.dropout=0.3",
                "--model.init_args.optimizer.init_args.lr=0.002", "--data.init_args.max_length=128",
                "--data.init_args.max_vocab_size=50000", "--data.init_args.min_word_freq=2",
                "--data.init_args.batch_size=32", "--data.init_args.eval_batch_size=128"],
-        # two "epochs" of 1,000 random batches each (the loader reshuffles every epoch): 64,000 documents,
-        # 1.4 passes over the 45,000; a step budget, not a time limit, so every loss gets the same training
-        trainer=["--trainer.max_epochs=2", "--trainer.limit_train_batches=1000", "--trainer.val_check_interval=1.0",
+        # "epochs" of 1,000 random batches (the loader reshuffles every epoch): a step budget, not a time limit,
+        # so every loss of a model gets the same training
+        trainer=["--trainer.limit_train_batches=1000", "--trainer.val_check_interval=1.0",
                  "--trainer.log_every_n_steps=50"],
-        mlm_steps=1500, samples_per_bin=30, candidates=32,
-        note="a CPU-sized AttentionXML (embeddings 100, BiLSTM 64, MLP [128], first 128 words, vocabulary 50k), "
-             "2,000 steps of 32 documents per loss (1.4 epochs), validation after 1,000 and 2,000"),
+        parts=8, mlm_steps=300, samples_per_bin=200, candidates=32,
+        aplc_model=[*_aplc_small(128, 2, 4, 256, 400), "--data.init_args.max_length=128",
+                    "--data.init_args.batch_size=32", "--data.init_args.eval_batch_size=64"],
+        tokenizer=["--max-length", "128"],
+        note="a CPU-sized AttentionXML (embeddings 100, BiLSTM 64, MLP [128], first 128 words, vocabulary 50k) and "
+             "a small APLC-XLNet from scratch (XLNet d_model 128, 2 layers, first 128 subword tokens, the "
+             "project's 8,000-token tokenizer); per model and loss 8 parts of 1,000 steps of 32 documents "
+             "(5.7 epochs), validation after each part"),
     # tiny: the whole pipeline end to end in minutes, numbers meaningless
     "smoke": Scale(
         model=["--model.init_args.embedding_dim=16", "--model.init_args.hidden_size=16",
@@ -85,10 +125,14 @@ SCALES: dict[str, Scale] = {
                "--data.init_args.max_vocab_size=20000", "--data.init_args.min_word_freq=2",
                "--data.init_args.batch_size=64", "--data.init_args.eval_batch_size=500",
                "--model.init_args.optimizer.init_args.lr=0.01"],
-        trainer=["--trainer.max_epochs=1", "--trainer.limit_train_batches=30", "--trainer.limit_val_batches=2",
-                 "--trainer.log_every_n_steps=10"],
-        mlm_steps=20, mlm_docs=2000, samples_per_bin=2, candidates=8, attack=["--settings.documents_at_once=4"],
-        note="smoke test only: tiny model, 30 training batches; the numbers mean nothing"),
+        trainer=["--trainer.limit_train_batches=15", "--trainer.limit_val_batches=2",
+                 "--trainer.log_every_n_steps=5"],
+        parts=2, mlm_steps=20, mlm_docs=2000, samples_per_bin=2, candidates=8,
+        attack=["--settings.documents_at_once=4"],
+        aplc_model=[*_aplc_small(16, 1, 2, 32, 5), "--data.init_args.max_length=48",
+                    "--data.init_args.batch_size=64", "--data.init_args.eval_batch_size=500"],
+        tokenizer=["--max-length", "48", "--vocab-size", "2000"],
+        note="smoke test only: tiny models, 2 parts of 15 training batches; the numbers mean nothing"),
 }
 
 
@@ -96,6 +140,11 @@ SCALES: dict[str, Scale] = {
 
 class StepFailed(RuntimeError):
     """A command of a step exited with an error."""
+
+
+class OutOfTime(RuntimeError):
+    """The run's --hours are spent: the study stops where a rerun resumes (a fit part is not started unless the
+    time left holds the previous part's wall-clock; an attack is stopped and resumes from its results.jsonl)."""
 
 
 class Study:
@@ -109,12 +158,32 @@ class Study:
         self.steps_file = self.out / "steps.json"
         self.steps: dict[str, Any] = json.loads(self.steps_file.read_text()) if self.steps_file.exists() else {}
         self.failed: list[str] = []
-        self.mlm = args.masked_lm or (str(self.out / "mlm") if args.scale == "smoke" else "models/mlm-eurlex57k")
+        smoke = args.scale == "smoke"
+        init = getattr(args, "mlm_init", "minilm")
+        default_mlm = "models/mlm-minilm-eurlex57k" if init == "minilm" else "models/mlm-eurlex57k"
+        self.mlm = args.masked_lm or (str(self.out / "mlm") if smoke else default_mlm)
+        self.tokenizer = getattr(args, "tokenizer", None) or (str(self.out / "tokenizer") if smoke
+                                                               else "models/tok-eurlex57k")
+        self.models = tuple(getattr(args, "models", None) or MODELS)
+        hours = getattr(args, "hours", None)
+        self.deadline = time.monotonic() + 3600 * hours if hours else None
+
+    def time_left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def _expected_seconds(self, name: str) -> float:
+        """A fit part is expected to take what the part before it took (0 for the first part and other steps)."""
+        head, sep, part = name.rpartition("-part")
+        if not sep or not part.isdigit() or part == "1":
+            return 0.0
+        return float(self.steps.get(f"{head}-part{int(part) - 1}", {}).get("seconds", 0.0))
 
     def step(self, name: str, done: Callable[[], bool], body: Callable[[list[list[str]]], None]) -> None:
         if done():
             print(f"[study] {name}: done before, skipped")
             return
+        if self.time_left() < self._expected_seconds(name):
+            raise OutOfTime(f"{name} would not finish in the {self.time_left() / 60:.0f} minutes left")
         print(f"[study] {name} ...", flush=True)
         commands: list[list[str]] = []
         began = time.perf_counter()
@@ -146,25 +215,44 @@ class Study:
         if not self.a.in_process:
             proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
             tail: list[str] = []
-            for line in proc.stderr:  # shown as it comes; the last lines say why a command failed
-                sys.stderr.write(line)
-                tail = [*tail[-19:], line.rstrip()]
-            if proc.wait():
+            timer = None
+            if self.deadline is not None:  # stopped at the deadline: the step resumes from its files next time
+                import threading
+
+                timer = threading.Timer(max(self.time_left(), 0.0), proc.terminate)
+                timer.start()
+            try:
+                for line in proc.stderr:  # shown as it comes; the last lines say why a command failed
+                    sys.stderr.write(line)
+                    tail = [*tail[-19:], line.rstrip()]
+                code = proc.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            if code and self.time_left() <= 0:
+                raise OutOfTime(f"{argv[1]} {argv[2]} stopped at the end of --hours")
+            if code:
                 error = next((x for x in reversed(tail) if "Error" in x), tail[-1] if tail else "")
                 raise StepFailed(f"{argv[1]} {argv[2]} exited with {proc.returncode}: {error}")
             return
         module, rest = argv[1], argv[2:]
         if module == "xmtc":
             from xmtc.cli import main
+        elif module == "xmtc.data.train_tokenizer":
+            from xmtc.data.train_tokenizer import main
         else:
             from xmtc.attack.mlm import main
         main(rest)
 
-    # -- the data and model arguments every xmtc command of a loss shares --
+    # -- the data and model arguments every xmtc command of a model and loss shares --
 
-    def common(self, loss: str) -> list[str]:
+    def common(self, loss: str, model: str = "axml") -> list[str]:
+        if model == "aplc":
+            return ["--config", f"configs/aplc_eurlex_{loss}.yaml", f"--data.init_args.data_dir={self.a.data}",
+                    f"--data.init_args.tokenizer={self.tokenizer}", *self.scale.aplc_model,
+                    *self.a.loss_args.get(loss, [])]
         return ["--config", f"configs/axml_eurlex_{loss}.yaml", f"--data.init_args.data_dir={self.a.data}",
-                *self.scale.model]
+                *self.scale.model, *self.a.loss_args.get(loss, [])]
 
     # -- steps --
 
@@ -176,57 +264,85 @@ class Study:
             data = self.a.data
             if self.scale.mlm_docs:  # tokenizing all 45,000 documents alone takes minutes
                 data = str(head_of_dataset(Path(data), self.out / "mlm-data", self.scale.mlm_docs))
-            self.run(commands, ["-m", "xmtc.attack.mlm", "--data", data, "--output", self.mlm,
-                                "--steps", str(self.a.mlm_steps or self.scale.mlm_steps)])
+            init = [] if self.a.mlm_init == "scratch" else ["--init", self.a.mlm_init]
+            steps = self.a.mlm_steps or (self.scale.mlm_steps if init else 5 * self.scale.mlm_steps)
+            self.run(commands, ["-m", "xmtc.attack.mlm", "--data", data, "--output", self.mlm, *init,
+                                "--steps", str(steps)])
 
         self.step("mlm", lambda: (Path(self.mlm) / "quality.json").exists(), body)
 
-    def fit_step(self, loss: str) -> None:
-        root = self.out / "train" / loss
+    def tokenizer_step(self) -> None:
+        self.step("tokenizer", lambda: (Path(self.tokenizer) / "tokenizer.json").exists(), lambda c: self.run(c, [
+            "-m", "xmtc.data.train_tokenizer", "--data", self.a.data, "--output", self.tokenizer,
+            *self.scale.tokenizer]))
+
+    def fit_root(self, model: str, loss: str) -> Path:
+        return self.out / "train" / model / loss
+
+    def fit_step(self, loss: str, model: str = "axml", only_part: int | None = None) -> None:
+        """One command per part: part i trains up to epoch i, from the latest last.ckpt of this model and loss
+        (``only_part``: that part alone)."""
+        root = self.fit_root(model, loss)
         marker = root / "fit.json"
+        parts = self.a.parts or self.scale.parts
 
-        def body(commands: list[list[str]]) -> None:
-            attempts = sorted(root.glob("fit-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-            version = f"fit-{len(list(root.glob('fit-*'))) + 1}"
-            argv = ["-m", "xmtc", "fit", *self.common(loss), *self.scale.trainer,
-                    f"--trainer.logger={_csv_logger(self.out / 'train', loss, version)}",
-                    "--trainer.enable_progress_bar=false", *self.a.extra]
-            if attempts:  # a crashed or stopped fit: go on from its latest last.ckpt
-                argv.append(f"--ckpt_path={attempts[-1]}")
-            self.run(commands, argv)
-            # a resumed fit with nothing left to do (max_epochs reached) writes no new checkpoint
-            last = max(root.glob("fit-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-            marker.write_text(json.dumps({"best": str(best_checkpoint(last)), "last": str(last),
-                                          "resumed_from": str(attempts[-1]) if attempts else None}, indent=2))
+        def part_body(part: int | None) -> Callable[[list[list[str]]], None]:
+            def body(commands: list[list[str]]) -> None:
+                attempts = sorted(root.glob("fit-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+                version = f"fit-{len(list(root.glob('fit-*'))) + 1}"
+                budget = [] if part is None else [f"--trainer.max_epochs={part}"]
+                argv = ["-m", "xmtc", "fit", *self.common(loss, model), *self.scale.trainer, *budget,
+                        f"--trainer.logger={_csv_logger(root.parent, loss, version)}",
+                        "--trainer.enable_progress_bar=false", *self.a.extra]
+                if attempts:  # the previous part, or a crashed or stopped try of this one: go on from there
+                    argv.append(f"--ckpt_path={attempts[-1]}")
+                self.run(commands, argv)
+                # a resumed fit with nothing left to do (max_epochs reached) writes no new checkpoint
+                last = max(root.glob("fit-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+                record = {"best": str(best_checkpoint(last)), "last": str(last),
+                          "resumed_from": str(attempts[-1]) if attempts else None, "parts": parts}
+                if part is not None:
+                    (root / f"part{part}.json").write_text(json.dumps(record, indent=2))
+                if part is None or part == parts:
+                    marker.write_text(json.dumps(record, indent=2))
+            return body
 
-        self.step(f"fit-{loss}", marker.exists, body)
+        if parts is None:
+            self.step(f"fit-{model}-{loss}", marker.exists, part_body(None))
+            return
+        for part in range(1, parts + 1) if only_part is None else [only_part]:
+            done = root / f"part{part}.json"
+            self.step(f"fit-{model}-{loss}-part{part}", done.exists, part_body(part))
 
-    def ckpt(self, loss: str) -> str:
-        return json.loads((self.out / "train" / loss / "fit.json").read_text())["best"]
+    def ckpt(self, loss: str, model: str = "axml") -> str:
+        return json.loads((self.fit_root(model, loss) / "fit.json").read_text())["best"]
 
-    def test_step(self, loss: str) -> None:
-        metrics = self.out / "test" / loss / "run" / "metrics.csv"
-        self.step(f"test-{loss}", metrics.exists, lambda c: self.run(c, [
-            "-m", "xmtc", "test", *self.common(loss), f"--trainer.logger={_csv_logger(self.out / 'test', loss, 'run')}",
-            "--trainer.enable_progress_bar=false", f"--ckpt_path={self.ckpt(loss)}", *self.a.extra]))
+    def test_step(self, loss: str, model: str = "axml") -> None:
+        metrics = self.out / "test" / model / loss / "run" / "metrics.csv"
+        self.step(f"test-{model}-{loss}", metrics.exists, lambda c: self.run(c, [
+            "-m", "xmtc", "test", *self.common(loss, model),
+            f"--trainer.logger={_csv_logger(self.out / 'test' / model, loss, 'run')}",
+            "--trainer.enable_progress_bar=false", f"--ckpt_path={self.ckpt(loss, model)}", *self.a.extra]))
 
     def bins_step(self) -> None:
         path = self.out / "attacks" / "bins.json"
 
         def body(commands: list[list[str]]) -> None:
-            commands.append(["#", "in this script: choose_min_labels_per_bin() scores the test split with each "
-                                  "checkpoint and writes attacks/bins.json"])
+            commands.append(["#", "in this script: choose_bins() scores the test split with each checkpoint and "
+                                  "writes attacks/bins.json"])
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(choose_min_labels_per_bin(
-                {loss: self.ckpt(loss) for loss in LOSSES}, self.a.data, self.scale.max_labels_per_bin), indent=2))
+            per_bin = self.a.samples_per_bin or self.scale.samples_per_bin
+            path.write_text(json.dumps({model: choose_bins(
+                {loss: self.ckpt(loss, model) for loss in LOSSES}, self.a.data, self.scale.max_labels_per_bin,
+                per_bin) for model in self.models}, indent=2))
 
         self.step("bins", path.exists, body)
 
-    def attack_step(self, name: str, kinds: str, clusters: bool, compare: bool) -> None:
-        out = self.out / "attacks" / name
-        bins = json.loads((self.out / "attacks" / "bins.json").read_text())
-        argv = ["-m", "xmtc", "attack", *self.common("normal"), "--config", "configs/attack_paper.yaml",
-                "--trainer.logger=false", f"--ckpt_path={self.ckpt('normal')}", f"--output_dir={out}",
+    def attack_step(self, name: str, kinds: str, clusters: bool, compare: bool, model: str = "axml") -> None:
+        out = self.out / "attacks" / model / name
+        bins = json.loads((self.out / "attacks" / "bins.json").read_text())[model]
+        argv = ["-m", "xmtc", "attack", *self.common("normal", model), "--config", "configs/attack_paper.yaml",
+                "--trainer.logger=false", f"--ckpt_path={self.ckpt('normal', model)}", f"--output_dir={out}",
                 f"--settings.kinds={kinds}", f"--settings.negative_clusters={str(clusters).lower()}",
                 f"--settings.min_labels_per_bin={bins['compare' if compare else 'normal']['min_labels_per_bin']}",
                 f"--settings.samples_per_bin={self.a.samples_per_bin or self.scale.samples_per_bin}",
@@ -236,31 +352,48 @@ class Study:
                 f"--settings.similarity_measure={self.a.similarity_measure}",
                 "--show_progress=false", *self.scale.attack, *self.a.extra, *shlex.split(self.a.attack_args)]
         if compare:
-            argv.append(f"--compare={{pw: {self.ckpt('pw')}, pwcb: {self.ckpt('pwcb')}}}")
-        self.step(f"attack-{name}", (out / "summary.json").exists, lambda c: self.run(c, argv))
+            argv.append(f"--compare={{pw: {self.ckpt('pw', model)}, pwcb: {self.ckpt('pwcb', model)}}}")
+        self.step(f"attack-{model}-{name}", (out / "summary.json").exists, lambda c: self.run(c, argv))
 
     def all(self) -> Path:
         (self.out / "study.json").write_text(json.dumps({
             "scale": self.a.scale, "scale_note": self.scale.note, "data": self.a.data, "masked_lm": self.mlm,
+            "mlm_init": None if self.a.masked_lm else self.a.mlm_init, "tokenizer": self.tokenizer,
+            "models": list(self.models), "parts": self.a.parts or self.scale.parts, "loss_args": self.a.loss_args,
             "encoder": self.a.encoder, "encoder_path": self.a.encoder_path, "extra": self.a.extra,
             "attack_args": self.a.attack_args,
             "command": " ".join(_quote(x) for x in ["python", "scripts/study_eurlex.py", *sys.argv[1:]])
             if not self.a.in_process else None}, indent=2))
-        self.mlm_step()
-        for loss in LOSSES:
-            self.fit_step(loss)
-        for loss in LOSSES:
-            self.test_step(loss)
-        self.bins_step()
-        self.attack_step("positive", "[positive]", clusters=True, compare=False)
-        self.attack_step("negative-clusters", "[negative]", clusters=True, compare=False)
-        self.attack_step("negative-no-clusters", "[negative]", clusters=False, compare=False)
-        self.attack_step("compare-losses", "[positive]", clusters=True, compare=True)
+        stopped = None
+        try:
+            self.mlm_step()
+            if "aplc" in self.models:
+                self.tokenizer_step()
+            # part by part, model by model: an early stop leaves every run of a model at about the same budget
+            parts = self.a.parts or self.scale.parts
+            for part in range(1, (parts or 1) + 1):
+                for model in self.models:
+                    for loss in LOSSES:
+                        self.fit_step(loss, model, only_part=part if parts else None)
+            for model in self.models:
+                for loss in LOSSES:
+                    self.test_step(loss, model)
+            self.bins_step()
+            for model in self.models:
+                self.attack_step("positive", "[positive]", clusters=True, compare=False, model=model)
+                self.attack_step("negative-clusters", "[negative]", clusters=True, compare=False, model=model)
+                self.attack_step("negative-no-clusters", "[negative]", clusters=False, compare=False, model=model)
+                self.attack_step("compare-losses", "[positive]", clusters=True, compare=True, model=model)
+        except OutOfTime as e:
+            stopped = str(e)
         report = Path(self.a.report) if self.a.report else (
             self.out / "study_eurlex.md" if self.a.scale == "smoke" else Path("docs/study_eurlex.md"))
         began = time.perf_counter()
         write_report(self.out, report, data_dir=Path(self.a.data))
         print(f"[study] report: {report} ({time.perf_counter() - began:.1f} s)")
+        if stopped:
+            print(f"[study] stopped: {stopped}; run the same command again to go on", flush=True)
+            return report
         if self.failed:
             raise SystemExit(f"[study] failed steps (see {self.steps_file} and the report): {', '.join(self.failed)}")
         return report
@@ -311,22 +444,25 @@ def best_checkpoint(last: Path) -> Path:
     return last
 
 
-def choose_min_labels_per_bin(checkpoints: dict[str, str], data_dir: str, cap: int, k: int = 5,
-                              batch_size: int = 256) -> dict[str, Any]:
-    """The largest L <= ``cap`` that splits the correctly classified test labels into >= 5 frequency bins,
-    for the normal model alone and for the pairs all models share (a weak model gets few labels right,
-    so the paper's L = 100 would leave one or two bins)."""
+def choose_bins(checkpoints: dict[str, str], data_dir: str, cap: int, per_bin: int, k: int = 5,
+                batch_size: int = 256) -> dict[str, Any]:
+    """L (min_labels_per_bin) for the attacks on one model: for its normal loss's correct test pairs and for the
+    pairs all its losses share, the smallest L <= ``cap`` whose bins each hold >= ``per_bin`` pairs (the finest
+    binning that still gives every bin the pairs it is to attack); where no L does, the one whose smallest bin
+    holds the most, flagged. The paper's binning walks up from the rarest target label, so the rarest bin holds
+    the rarest label the attacked pairs have; ``rarest_correct`` says how rare the rarest label each loss gets
+    right is (the shared pairs can only hold labels all losses get right)."""
     import numpy as np
 
-    from xmtc.attack.selection import correct_pairs, frequency_bins, predicted_topk_of
+    from xmtc.attack.selection import bin_of, correct_pairs, frequency_bins, predicted_topk_of
+    from xmtc.attack.targets import checkpoint_class
     from xmtc.data.readers import read_split
-    from xmtc.models import AttentionXML
 
     test = read_split(data_dir, "test")
     tops: dict[str, np.ndarray] = {}
     label_ids = freqs = None
     for name, path in checkpoints.items():
-        model = AttentionXML.load_from_checkpoint(path, map_location="cpu").eval()
+        model = checkpoint_class(path, None).load_from_checkpoint(path, map_location="cpu").eval()
         if label_ids is not None and model.label_stats.label_ids != label_ids:
             raise ValueError(f"{path}: another label space than the other checkpoints'; compare models of one dataset")
         label_ids, freqs = model.label_stats.label_ids, np.asarray(model.label_stats.freqs)
@@ -337,20 +473,34 @@ def choose_min_labels_per_bin(checkpoints: dict[str, str], data_dir: str, cap: i
     def choose(chosen: np.ndarray) -> dict[str, Any]:
         targets = np.unique(chosen[:, 1])
         if len(targets) == 0:
-            return {"min_labels_per_bin": 1, "bins": [], "labels": 0, "pairs": 0}
-        best = 1
-        for size in range(cap, 0, -1):
-            if len(frequency_bins(freqs, targets, size)) >= MIN_BINS:
-                best = size
+            return {"min_labels_per_bin": 1, "bins": [], "pairs_per_bin": [], "labels": 0, "pairs": 0,
+                    "enough_pairs": False}
+        found, fallback = None, (-1, 1)
+        for size in range(1, min(cap, len(targets)) + 1):
+            bins = frequency_bins(freqs, targets, size)
+            smallest = int(np.bincount(bin_of(freqs, bins)[chosen[:, 1]], minlength=len(bins)).min())
+            if smallest >= per_bin:
+                found = size
                 break
-        bins = frequency_bins(freqs, targets, best)
-        return {"min_labels_per_bin": best, "bins": [b.name for b in bins], "labels": len(targets),
-                "pairs": len(chosen)}
+            if smallest > fallback[0]:
+                fallback = (smallest, size)
+        size = found or fallback[1]
+        bins = frequency_bins(freqs, targets, size)
+        counts = np.bincount(bin_of(freqs, bins)[chosen[:, 1]], minlength=len(bins))
+        return {"min_labels_per_bin": size, "bins": [b.name for b in bins], "pairs_per_bin": counts.tolist(),
+                "labels": len(targets), "pairs": len(chosen), "enough_pairs": found is not None}
 
     pairs = {name: correct_pairs([top], labels, len(index)) for name, top in tops.items()}
     common = correct_pairs(list(tops.values()), labels, len(index))
-    return {"normal": choose(pairs["normal"]), "compare": choose(common),
-            "correct_pairs": {name: len(p) for name, p in pairs.items()}}
+    return {"normal": choose(pairs["normal"]), "compare": choose(common), "per_bin": per_bin,
+            "correct_pairs": {name: len(p) for name, p in pairs.items()},
+            "rarest_correct": {name: int(freqs[p[:, 1]].min()) if len(p) else None for name, p in pairs.items()}}
+
+
+def choose_min_labels_per_bin(checkpoints: dict[str, str], data_dir: str, cap: int, k: int = 5,
+                              batch_size: int = 256) -> dict[str, Any]:
+    """:func:`choose_bins` asking for one pair per bin (the binning with the most bins)."""
+    return choose_bins(checkpoints, data_dir, cap, 1, k, batch_size)
 
 
 # -- the report: from the run's files only --
@@ -428,11 +578,12 @@ BIN_TABLE = ("| run | model | attack | bin (train freq.) | attacked | success (%
              "Figure 2 success (%) [95% CI] |")
 
 
-def bin_table(attacks: dict[str, Any], runs: Sequence[str]) -> list[str]:
-    """Per run, model and bin: n attacked, success within the change budget and Figure 2's, with intervals."""
+def bin_table(attacks: dict[str, Any]) -> list[str]:
+    """Per run (``model/attack``), loss and bin: n attacked, success within the change budget and Figure 2's,
+    with intervals."""
     lines = [BIN_TABLE, "|---|---|---|---|---:|---:|---:|"]
-    for run in runs:
-        for g in (attacks.get(run) or {}).get("groups", []):
+    for run, summary in attacks.items():
+        for g in (summary or {}).get("groups", []):
             for b in g["bins"]:
                 lines.append(f"| {run} | {g['model']} | {g['kind']} | {b['bin']} | {b['attacked']} | "
                              f"{_rate(b, 'success_rate_change_budget')} | {_rate(b, 'success_rate_strict')} |")
@@ -452,20 +603,21 @@ def attack_rows(summary: dict[str, Any] | None, kind: str, label: str, failed: s
     return rows or [f"| {label} | {'failed: ' + failed if failed else '(not run yet)'} | | | | | |"]
 
 
-def figure2(summary: dict[str, Any], measure: str, figure: Path) -> Path:
+def figure2(summary: dict[str, Any], measure: str, figure: Path, model: str = "") -> Path:
     """Figure 2: the loss comparison's Figure 2 success rate by label frequency, with 95% Wilson error bars."""
     from xmtc.attack.report import TABLE_CHANGE_RATE, plot_success_by_frequency
 
     return plot_success_by_frequency(
         summary, figure, kind="positive",
-        title=f"EURLEX57K, positive-targeted, same pairs for all models; success: similarity > "
+        title=f"EURLEX57K{', ' + model if model else ''}, positive-targeted, same pairs for all losses; success: "
+              f"similarity > "
               f"{summary['similarity_threshold']:g} ({measure}), change rate < {100 * TABLE_CHANGE_RATE:g}%")
 
 
-def figure2_from_report(report: Path) -> dict[str, Any]:
-    """Redraw ``report``'s Figure 2 PNG from the per-bin counts the report prints (its ``compare-losses`` rows of
-    the per-bin table: n attacked and the Figure 2 rate, so k = rate × n), for when the run's files are gone.
-    Returns the summary drawn."""
+def figure2_from_report(report: Path) -> dict[Path, dict[str, Any]]:
+    """Redraw ``report``'s Figure 2 PNGs from the per-bin counts the report prints (its ``M/compare-losses`` rows
+    of the per-bin table, ``compare-losses`` in a one-model report: n attacked and the Figure 2 rate, so
+    k = rate × n), for when the run's files are gone. Returns each figure written with the summary drawn."""
     import re
 
     from xmtc.attack.report import interval_fields
@@ -476,26 +628,32 @@ def figure2_from_report(report: Path) -> dict[str, Any]:
     if BIN_TABLE not in text or not measure or not threshold:
         raise ValueError(f"{report}: no per-bin table ({BIN_TABLE!r}) or no 'similarity: **...**, threshold ...' in "
                          "its attack settings: regenerate it with scripts/study_eurlex.py --report-only")
-    groups: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for line in text.split(BIN_TABLE, 1)[1].splitlines()[2:]:
         if not line.startswith("|"):
             break
-        run, model, kind, bin_, n, _, strict = (c.strip() for c in line.strip("|").split("|"))
-        if run != "compare-losses" or kind != "positive" or strict == "-":
+        run, loss, kind, bin_, n, _, strict = (c.strip() for c in line.strip("|").split("|"))
+        model, _, attack = run.rpartition("/")
+        if attack != "compare-losses" or kind != "positive" or strict == "-":
             continue
         n, rate = int(n), float(strict.split()[0])
         k = round(rate * n / 100)
         if f"{100 * k / n:.2f}" != f"{rate:.2f}":
             raise ValueError(f"{report}: {line!r}: {rate}% of {n} is no whole number of successes")
-        groups.setdefault(model, []).append({"bin": bin_, "attacked": n, "successes_strict": k,
-                                             "success_rate_strict": k / n, **interval_fields("success_rate_strict",
-                                                                                             k, n)})
-    if not groups:
+        runs.setdefault(model, {}).setdefault(loss, []).append({
+            "bin": bin_, "attacked": n, "successes_strict": k, "success_rate_strict": k / n,
+            **interval_fields("success_rate_strict", k, n)})
+    if not runs:
         raise ValueError(f"{report}: no compare-losses rows in its per-bin table: nothing to draw")
-    summary = {"similarity_threshold": float(threshold.group(1)), "similarity_measure": measure.group(1),
-               "groups": [{"model": m, "kind": "positive", "bins": b} for m, b in groups.items()]}
-    figure2(summary, measure.group(1), report.parent / f"{report.stem}_figure2.png")
-    return summary
+    drawn = {}
+    for model, groups in runs.items():
+        summary = {"similarity_threshold": float(threshold.group(1)), "similarity_measure": measure.group(1),
+                   "groups": [{"model": m, "kind": "positive", "bins": b} for m, b in groups.items()]}
+        suffix = f"_{model}" if model else ""
+        figure = figure2(summary, measure.group(1), report.parent / f"{report.stem}_figure2{suffix}.png",
+                         MODEL_NAMES.get(model, model))
+        drawn[figure] = summary
+    return drawn
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -511,63 +669,139 @@ def _group(summary: dict[str, Any] | None, model: str, kind: str) -> dict[str, A
     return None
 
 
-def _compare_rates(a: dict[str, Any], b: dict[str, Any], key: str) -> tuple[float, float, float]:
-    """Rates of two groups and 2 standard errors of their difference (normal approximation)."""
-    pa, pb = a[key] or 0.0, b[key] or 0.0
-    se = math.sqrt(pa * (1 - pa) / max(a["attacked"], 1) + pb * (1 - pb) / max(b["attacked"], 1))
-    return pa, pb, 2 * se
+def _count(stats: dict[str, Any], key: str) -> tuple[int, int]:
+    """(successes, attacked) behind a rate (k = rate × n is exact for a rate that is k / n)."""
+    n = int(stats.get("attacked") or 0)
+    return round((stats.get(key) or 0.0) * n), n
 
 
-def _verdict(holds: bool, diff: float, noise: float) -> str:
-    if abs(diff) <= noise:
-        return "**not measurable here** (the difference is within 2 standard errors)"
-    return "**holds**" if holds else "**does not hold**"
+def difference_interval(a: tuple[int, int], b: tuple[int, int]) -> tuple[float, float, float, float]:
+    """Rate a - rate b, its 95% interval (Newcombe's hybrid score interval from the two Wilson intervals; for
+    the same pairs attacked on two models it is conservative) and the difference that a two-sided 5% test
+    would detect with 80% power at these sample sizes (pooled rate)."""
+    from xmtc.attack.report import wilson_interval
+
+    (ka, na), (kb, nb) = a, b
+    if not na or not nb:
+        return math.nan, math.nan, math.nan, math.nan
+    pa, pb = ka / na, kb / nb
+    (la, ua), (lb, ub) = wilson_interval(ka, na), wilson_interval(kb, nb)
+    d = pa - pb
+    lo = d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+    hi = d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    pool = (ka + kb) / (na + nb)
+    detectable = (Z95 + Z80) * math.sqrt(max(pool * (1 - pool), 1e-12) * (1 / na + 1 / nb))
+    return d, lo, hi, detectable
 
 
-def findings(attacks: dict[str, Any]) -> list[str]:
-    """One line per paper finding, with the numbers it rests on (Table 3 rates, Figure 2 rates per bin)."""
+def _verdict(lo: float, hi: float, detectable: float, threshold: float = 0.0) -> str:
+    """holds when the interval lies above ``threshold``, does not hold when below, else not decidable."""
+    if math.isnan(lo):
+        return "**not decidable** (nothing attacked)"
+    if lo > threshold:
+        return "**holds**"
+    if hi < threshold:
+        return "**does not hold**"
+    return (f"**not decidable at this budget** (an effect of {100 * detectable:.1f} points would have been seen "
+            "with 80% power)")
+
+
+def _diff_text(d: float, lo: float, hi: float) -> str:
+    return f"difference {100 * d:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def findings(attacks: dict[str, Any], model_name: str = "") -> list[str]:
+    """F1-F6 for one model: a verdict per paper finding from its 95% interval (holds / does not hold / not
+    decidable, with the effect size the samples could have detected), with the numbers it rests on."""
+    from xmtc.attack.report import wilson_interval
+
     lines = []
+    tag = f" ({model_name})" if model_name else ""
     budget, strict = "success_rate_change_budget", "success_rate_strict"
     pos = _group(attacks.get("positive"), "normal", "positive")
     neg = _group(attacks.get("negative-clusters"), "normal", "negative")
     neg_free = _group(attacks.get("negative-no-clusters"), "normal", "negative")
     if pos:
-        rate = pos["overall"][budget] or 0.0
-        lines.append(f"1. *XMTC models are very vulnerable to positive-targeted attacks*: "
-                     f"{'**holds**' if rate >= 0.5 else '**does not hold**'}: {_pct_ci(pos['overall'], budget)} of "
-                     f"{pos['overall']['attacked']} positive attacks on the normal model succeed within the "
-                     f"change budget (taken as holding from 50% up).")
+        k, n = _count(pos["overall"], budget)
+        lo, hi = wilson_interval(k, n) or (math.nan, math.nan)
+        half = (hi - lo) / 2 if n else math.nan
+        lines.append(f"- **F1**{tag} *XMTC models are very vulnerable to positive-targeted attacks* (taken as a "
+                     f"success rate above 50%): {_verdict(lo, hi, half, 0.5)}: {_pct_ci(pos['overall'], budget)} of "
+                     f"{n} positive attacks on the normal model succeed within the change budget.")
     if pos and neg:
-        p, n, noise = _compare_rates(pos["overall"], neg["overall"], budget)
-        lines.append(f"2. *Much less vulnerable to negative-targeted attacks*: {_verdict(n < p, p - n, noise)}: "
-                     f"negative {_pct_ci(neg['overall'], budget)} (n = {neg['overall']['attacked']}) vs positive "
-                     f"{_pct_ci(pos['overall'], budget)} "
-                     f"(n = {pos['overall']['attacked']}).")
+        d, lo, hi, det = difference_interval(_count(pos["overall"], budget), _count(neg["overall"], budget))
+        lines.append(f"- **F2**{tag} *Much less vulnerable to negative-targeted attacks*: {_verdict(lo, hi, det)}: "
+                     f"positive {_pct_ci(pos['overall'], budget)} (n = {pos['overall']['attacked']}) vs negative "
+                     f"{_pct_ci(neg['overall'], budget)} (n = {neg['overall']['attacked']}), "
+                     f"{_diff_text(d, lo, hi)}.")
     if neg and neg_free:
-        c, f, noise = _compare_rates(neg["overall"], neg_free["overall"], budget)
-        lines.append(f"3. *Label clusters help the negative attacker*: {_verdict(c > f, c - f, noise)}: "
+        d, lo, hi, det = difference_interval(_count(neg["overall"], budget), _count(neg_free["overall"], budget))
+        lines.append(f"- **F3**{tag} *Label clusters help the negative attacker*: {_verdict(lo, hi, det)}: "
                      f"{_pct_ci(neg['overall'], budget)} with the cluster restriction (n = "
-                     f"{neg['overall']['attacked']}) vs {_pct_ci(neg_free['overall'], budget)} "
-                     f"without (n = {neg_free['overall']['attacked']}).")
+                     f"{neg['overall']['attacked']}) vs {_pct_ci(neg_free['overall'], budget)} without (n = "
+                     f"{neg_free['overall']['attacked']}), {_diff_text(d, lo, hi)}.")
     if pos and len(pos["bins"]) >= 2:
         tail, head = pos["bins"][0], pos["bins"][-1]
-        t, h, noise = _compare_rates(tail, head, strict)
-        lines.append(f"4. *Tail labels are far more vulnerable than head labels* (Figure 2 rate, normal model): "
-                     f"{_verdict(t > h, t - h, noise)}: {_pct_ci(tail, strict)} in the rarest bin ({tail['bin']} "
+        d, lo, hi, det = difference_interval(_count(tail, strict), _count(head, strict))
+        lines.append(f"- **F4**{tag} *Tail labels are far more vulnerable than head labels* (Figure 2 rate, normal "
+                     f"model): {_verdict(lo, hi, det)}: {_pct_ci(tail, strict)} in the rarest bin ({tail['bin']} "
                      f"training documents, n = {tail['attacked']}) vs {_pct_ci(head, strict)} in the most frequent "
-                     f"({head['bin']}, "
-                     f"n = {head['attacked']}).")
+                     f"({head['bin']}, n = {head['attacked']}), {_diff_text(d, lo, hi)}.")
     cmp_ = attacks.get("compare-losses")
     base = _group(cmp_, "normal", "positive")
-    for other, label in (("pw", "PW"), ("pwcb", "PW-cb")):
+    for number, other, label in ((5, "pw", "PW"), (6, "pwcb", "PW-cb")):
         g = _group(cmp_, other, "positive")
         if base and g and base["bins"] and g["bins"]:
-            b, o, noise = _compare_rates(base["bins"][0], g["bins"][0], strict)
-            lines.append(f"{4 + (1 if other == 'pw' else 2)}. *{label} makes tail labels more robust* (same pairs "
-                         f"for all models, rarest bin {base['bins'][0]['bin']}): {_verdict(o < b, b - o, noise)}: "
+            d, lo, hi, det = difference_interval(_count(base["bins"][0], strict), _count(g["bins"][0], strict))
+            lines.append(f"- **F{number}**{tag} *{label} makes tail labels more robust* (same pairs for all losses, "
+                         f"rarest bin {base['bins'][0]['bin']}): {_verdict(lo, hi, det)}: "
                          f"{_pct_ci(g['bins'][0], strict)} for {label} vs {_pct_ci(base['bins'][0], strict)} for "
-                         f"normal (n = {g['bins'][0]['attacked']} each).")
+                         f"normal (n = {g['bins'][0]['attacked']} each), normal minus {label}: "
+                         f"{_diff_text(d, lo, hi)}.")
     return lines
+
+
+def validation_curves(train: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per loss under ``train`` (train/<model>), the (step, val/P@5) points of all its fit attempts in step order."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for loss in LOSSES:
+        points: dict[int, float] = {}
+        for m in sorted((train / loss).glob("fit-*/metrics.csv")):
+            with open(m, newline="") as f:
+                for r in csv.DictReader(f):
+                    if r.get("val/P@5") and r.get("step"):
+                        points[int(r["step"]) + 1] = float(r["val/P@5"])
+        curves[loss] = sorted(points.items())
+    return curves
+
+
+def curve_lines(curves: dict[str, list[tuple[int, float]]], name: str) -> list[str]:
+    """The validation P@5 after every part, how much the last part still added (far from converged when it
+    added much), and whether PW and PW-cb reach REWEIGHTED_SHARE of the normal model's, the condition for
+    comparing them."""
+    steps = sorted({s for c in curves.values() for s, _ in c})
+    if not steps:
+        return [f"{name}: no validation yet.", ""]
+    lines = [f"**{name}**: validation P@5 (%) after each part", "",
+             "| step | " + " | ".join(LOSSES) + " |", "|---:|" + "---:|" * len(LOSSES)]
+    for step in steps:
+        lines.append(f"| {step} | " + " | ".join(_pct(dict(curves[loss]).get(step)) for loss in LOSSES) + " |")
+    lines.append("")
+    last = {loss: c[-1][1] for loss, c in curves.items() if c}
+    notes = []
+    for loss, c in curves.items():
+        if len(c) >= 2:
+            gain = c[-1][1] - c[-2][1]
+            state = "still rising" if gain > 0.005 else "flat" if gain >= -0.005 else "falling"
+            notes.append(f"{loss}: the last part added {100 * gain:+.2f} points ({state})")
+    if "normal" in last and last["normal"] > 0:
+        for loss in ("pw", "pwcb"):
+            if loss in last:
+                share = last[loss] / last["normal"]
+                ok = "reaches" if share >= REWEIGHTED_SHARE else "**does not reach**"
+                notes.append(f"{loss} at {100 * share:.0f}% of normal's ({ok} the {100 * REWEIGHTED_SHARE:.0f}% "
+                             "set for comparing the losses)")
+    return lines + (["; ".join(notes) + ".", ""] if notes else [])
 
 
 def _excerpt(row: dict[str, Any], width: int = 8) -> str:
@@ -605,12 +839,20 @@ def examples(rows: list[dict[str, Any]], names: dict[str, str], count: int = 3) 
     return lines or ["(no successful attack with changes in this run)", ""]
 
 
+def _load_attacks(out: Path, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One model's attack summaries (with intervals) and run.json files, by attack name."""
+    root = out / "attacks" / model
+    return ({n: _with_intervals(_load(root / n / "summary.json")) for n in ATTACKS},
+            {n: _load(root / n / "run.json") for n in ATTACKS})
+
+
 def write_report(out: Path, report: Path, data_dir: Path) -> Path:
-    """docs/study_eurlex.md (and its Figure 2 PNG beside it) from the files of a study run."""
+    """docs/study_eurlex.md (and its Figure 2 PNGs beside it) from the files of a study run."""
     report.parent.mkdir(parents=True, exist_ok=True)
     study = _load(out / "study.json") or {}
     steps = _load(out / "steps.json") or {}
     bins = _load(out / "attacks" / "bins.json") or {}
+    models = [m for m in study.get("models", MODELS) if (out / "train" / m).exists() or m in bins]
     quality = _load(Path(study.get("masked_lm", "")) / "quality.json") if study.get("masked_lm") else None
     names = {}
     if (data_dir / "label_names.tsv").exists():
@@ -618,14 +860,13 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
             if "\t" in line:
                 key, name = line.split("\t", 1)
                 names[key] = name
-    attack_names = ("positive", "negative-clusters", "negative-no-clusters", "compare-losses")
-    attacks = {n: _with_intervals(_load(out / "attacks" / n / "summary.json")) for n in attack_names}
-    runs = {n: _load(out / "attacks" / n / "run.json") for n in attack_names}
-    settings = next((r["settings"] for r in runs.values() if r), {})
-    measure = next((s["similarity_measure"] for s in attacks.values() if s), None) or "-"
+    attacks = {m: _load_attacks(out, m) for m in models}
+    settings = next((r["settings"] for m in models for r in attacks[m][1].values() if r), {})
+    measure = next((s["similarity_measure"] for m in models for s in attacks[m][0].values() if s), None) or "-"
     rel = os.path.relpath(out, report.parent)
+    loss_args = study.get("loss_args") or {}
     lines = [
-        "# The paper's study on EURLEX57K: normal vs PW vs PW-cb",
+        "# The paper's study on EURLEX57K: normal vs PW vs PW-cb, AttentionXML and APLC-XLNet",
         "",
         f"Generated by `{study.get('command') or 'python scripts/study_eurlex.py'}` (`make study-eurlex`) from the "
         f"files of its run directory `{rel}`; rerunning the command regenerates this page (every step whose "
@@ -638,14 +879,22 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
         "",
         "## Models (test split)",
         "",
-        "| loss | training | " + " | ".join(METRICS) + " |",
-        "|---|---|" + "---:|" * len(METRICS),
+        "Training: the steps each run had (all losses of a model the same budget), the parts it was trained in and "
+        "its best validation nDCG@5." + (" Loss-specific settings: " + ", ".join(
+            f"{k}: `{' '.join(v)}`" for k, v in loss_args.items()) + "." if loss_args else ""),
+        "",
+        "| model | loss | training | " + " | ".join(METRICS) + " |",
+        "|---|---|---|" + "---:|" * len(METRICS),
     ]
-    for loss in LOSSES:
-        m = _read_metrics(out / "test" / loss / "run" / "metrics.csv")
-        lines.append(f"| {loss} | {_fit_progress(out / 'train' / loss)} | "
-                     + " | ".join(_pct(m.get(f"test/{k}")) for k in METRICS) + " |")
-    lines += ["", "## Attack settings", ""]
+    for model in models:
+        for loss in LOSSES:
+            m = _read_metrics(out / "test" / model / loss / "run" / "metrics.csv")
+            lines.append(f"| {MODEL_NAMES[model]} | {loss} | {_fit_progress(out / 'train' / model / loss)} | "
+                         + " | ".join(_pct(m.get(f"test/{k}")) for k in METRICS) + " |")
+    lines += ["", "## Validation curves: how far from converged", ""]
+    for model in models:
+        lines += curve_lines(validation_curves(out / "train" / model), MODEL_NAMES[model])
+    lines += ["## Attack settings", ""]
     if settings:
         lines.append(f"k = {settings['k']}, θ = {100 * settings['max_change_rate']:g}% of the words, masked LM "
                      f"`{settings['masked_lm']}` ({settings['candidates']} candidates, {settings['mlm_mode']} mode), "
@@ -654,49 +903,73 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
                      f"up to {settings['samples_per_bin']} pairs per bin.")
     if quality:
         keys = [k for k in quality if k.startswith("top")]
-        lines.append("Masked LM quality (a masked held-out word among its top-K predictions): "
-                     + ", ".join(f"{k.split('_')[0]} {100 * quality[k]:.1f}%" for k in keys) + ".")
-    for key, what in (("normal", "normal model's"), ("compare", "pairs all three models share")):
-        b = bins.get(key)
-        if b:
-            flag = "" if len(b["bins"]) >= MIN_BINS else f" (**fewer than {MIN_BINS} bins**: too few labels right)"
-            lines.append(f"Bins ({what} {b['pairs']} correct pairs over {b['labels']} labels): L = "
-                         f"{b['min_labels_per_bin']} labels per bin gives {len(b['bins'])} bins "
-                         f"{', '.join(b['bins'])}{flag}.")
+        lines.append(f"Masked LM quality (`{quality.get('init', 'scratch')}`; a masked held-out word among its top-K "
+                     "predictions): " + ", ".join(f"{k.split('_')[0]} {100 * quality[k]:.1f}%" for k in keys) + ".")
+    for model in models:
+        mb = bins.get(model) or {}
+        rarest = {k: v for k, v in (mb.get("rarest_correct") or {}).items() if v is not None}
+        if rarest:
+            lines.append(f"{MODEL_NAMES[model]}: the rarest label each loss gets right has "
+                         + ", ".join(f"{k} {v}" for k, v in rarest.items()) + " training documents.")
+        for key, what in (("normal", "normal model's"), ("compare", "pairs all three losses share")):
+            b = mb.get(key)
+            if b:
+                flags = []
+                if len(b["bins"]) < MIN_BINS:
+                    flags.append(f"**fewer than {MIN_BINS} bins**")
+                if not b.get("enough_pairs", True):
+                    flags.append(f"**no binning gives every bin {mb.get('per_bin')} pairs**")
+                counts = b.get("pairs_per_bin")
+                lines.append(f"{MODEL_NAMES[model]} bins ({what} {b['pairs']} correct pairs over {b['labels']} "
+                             f"labels): L = {b['min_labels_per_bin']} labels per bin gives {len(b['bins'])} bins "
+                             f"{', '.join(b['bins'])}" + (f" holding {', '.join(map(str, counts))} pairs" if counts
+                                                          else "") + (f" ({'; '.join(flags)})" if flags else "") + ".")
     lines += ["", "## Table 3: positive-targeted attacks", "",
               f"Success within the change budget; similarity ({measure}) and change rate of the adversarial "
-              f"examples found; the loss comparison attacks the same pairs for every model. {CI_NOTE}", "",
+              f"examples found; the loss comparison attacks the same pairs for every loss. {CI_NOTE}", "",
               "| run | model | attacked | success rate (%) [95% CI] | similarity | change rate (%) | queries |",
               "|---|---|---:|---:|---:|---:|---:|"]
 
-    def table_rows(run: str, kind: str, label: str) -> list[str]:
-        return attack_rows(attacks.get(run), kind, label, steps.get(f"attack-{run}", {}).get("failed"))
+    def table_rows(model: str, run: str, kind: str, label: str) -> list[str]:
+        failed = steps.get(f"attack-{model}-{run}", {}).get("failed")
+        return [row.replace("| ", f"| {MODEL_NAMES[model]} ", 1)
+                for row in attack_rows(attacks[model][0].get(run), kind, label, failed)]
 
-    lines += table_rows("positive", "positive", "positive")
-    lines += table_rows("compare-losses", "positive", "loss comparison")
+    for model in models:
+        lines += table_rows(model, "positive", "positive", "positive")
+        lines += table_rows(model, "compare-losses", "positive", "loss comparison")
     lines += ["", "## Table 5: negative-targeted attacks (normal model)", "",
               "| run | model | attacked | success rate (%) [95% CI] | similarity | change rate (%) | queries |",
               "|---|---|---:|---:|---:|---:|---:|"]
-    lines += table_rows("negative-clusters", "negative", "with label clusters")
-    lines += table_rows("negative-no-clusters", "negative", "without clusters")
+    for model in models:
+        lines += table_rows(model, "negative-clusters", "negative", "with label clusters")
+        lines += table_rows(model, "negative-no-clusters", "negative", "without clusters")
     lines += ["", "## Figure 2: success rate by label frequency", ""]
-    cmp_ = attacks.get("compare-losses")
-    if cmp_:
-        figure = figure2(cmp_, measure, report.parent / f"{report.stem}_figure2.png")
-        lines += [f"![Figure 2]({figure.name})", "",
-                  "Error bars: 95% Wilson score intervals (the models' points are set slightly apart).", ""]
-    lines += ["Per bin (training frequency): success within the change budget and Figure 2's (also similarity > "
-              f"threshold), of n pairs attacked per model. {CI_NOTE}", ""]
-    lines += bin_table(attacks, attack_names)
+    for model in models:
+        cmp_ = attacks[model][0].get("compare-losses")
+        if cmp_:
+            figure = figure2(cmp_, measure, report.parent / f"{report.stem}_figure2_{model}.png",
+                             MODEL_NAMES[model])
+            lines += [f"![Figure 2, {MODEL_NAMES[model]}]({figure.name})", ""]
+    lines += ["Error bars: 95% Wilson score intervals (the losses' points are set slightly apart).", "",
+              "Per bin (training frequency): success within the change budget and Figure 2's (also similarity > "
+              f"threshold), of n pairs attacked per loss. {CI_NOTE}", ""]
+    lines += bin_table({f"{m}/{n}": attacks[m][0].get(n) for m in models for n in ATTACKS})
     lines += ["", "## Table 6: adversarial examples on tail labels", ""]
-    lines += examples(_rows(out / "attacks" / "positive" / "results.jsonl")
-                      + _rows(out / "attacks" / "negative-clusters" / "results.jsonl"), names)
+    for model in models:
+        root = out / "attacks" / model
+        lines += [f"### {MODEL_NAMES[model]}", ""]
+        lines += examples(_rows(root / "positive" / "results.jsonl")
+                          + _rows(root / "negative-clusters" / "results.jsonl"), names)
     lines += ["## The paper's findings here", ""]
     if study.get("scale") == "smoke":
         lines += ["(A smoke run: the models are untrained and the samples tiny, so none of this is evidence.)", ""]
-    found = findings(attacks)
-    lines += ["Rates in percent, 95% Wilson score interval in brackets.", "", *found] if found else \
-        ["(no attack results yet)"]
+    found = [line for model in models for line in findings(attacks[model][0], MODEL_NAMES[model])]
+    lines += ["Verdicts from 95% intervals: a finding **holds** when the interval of its rate (F1, against 50%) or "
+              "of its difference of rates (F2-F6, Newcombe's interval from the Wilson intervals) lies wholly on its "
+              "side, **does not hold** when it lies wholly on the other, and is **not decidable at this budget** "
+              "otherwise, with the difference a two-sided 5% test would have detected with 80% power at these "
+              "sample sizes.", "", *found] if found else ["(no attack results yet)"]
     lines += ["", "## Steps: wall-clock and commands", "", "| step | wall-clock | finished |", "|---|---:|---|"]
     total = 0.0
     for name, s in steps.items():
@@ -734,7 +1007,14 @@ def _gpu() -> str:
         return "no GPU"
 
 
-def main(argv: Sequence[str] | None = None) -> Path:
+def _loss_args(text: str) -> tuple[str, list[str]]:
+    loss, sep, args = text.partition("=")
+    if not sep or loss not in LOSSES:
+        raise argparse.ArgumentTypeError(f"--loss-args wants LOSS=ARGS with LOSS one of {', '.join(LOSSES)}: {text!r}")
+    return loss, shlex.split(args)
+
+
+def main(argv: Sequence[str] | None = None) -> Path | list[Path]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--data", default="data/eurlex57k")
@@ -743,6 +1023,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
                    help="report file (default docs/study_eurlex.md; <out>/study_eurlex.md for --scale smoke)")
     p.add_argument("--masked-lm", default=None, help="a real masked LM (name or local path): skips the mlm step")
     p.add_argument("--mlm-steps", type=int, default=None)
+    p.add_argument("--mlm-init", default="minilm",
+                   help="the mlm step's --init (minilm: the pretrained all-MiniLM-L6-v2 of xmtc[minilm]; scratch: "
+                        "trained from scratch, for corpora in other languages)")
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    p.add_argument("--tokenizer", default=None, help="APLC-XLNet's tokenizer folder (made by the tokenizer step)")
+    p.add_argument("--parts", type=int, default=None,
+                   help="fit parts per model and loss (one epoch of limit_train_batches steps each; default: the "
+                        "scale's); raising it on a finished run trains the same runs further")
+    p.add_argument("--loss-args", type=_loss_args, action="append", default=[], metavar="LOSS=ARGS",
+                   help="xmtc overrides for one loss's fit/test/attack, e.g. pw='--model.init_args.optimizer."
+                        "init_args.lr=0.004' (repeatable)")
     p.add_argument("--encoder", default="sentence-transformers", choices=["sentence-transformers", "use"])
     p.add_argument("--encoder-path", default=None, help="encoder path/handle (default: offline all-MiniLM-L6-v2)")
     p.add_argument("--similarity-measure", default="cosine", choices=["cosine", "angular", "arccos"],
@@ -750,12 +1041,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--samples-per-bin", type=int, default=None)
     p.add_argument("--candidates", type=int, default=None)
     p.add_argument("--attack-args", default="", help="more --settings.* overrides for the attacks, one string")
+    p.add_argument("--hours", type=float, default=None,
+                   help="stop after this many hours where a rerun resumes (no fit part is started that the time left "
+                        "would not hold; a running attack is stopped and resumes from its results.jsonl); the report "
+                        "is written from what is done")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the run's files")
     p.add_argument("--redraw-figure2", metavar="REPORT", default=None,
                    help="only redraw REPORT's Figure 2 PNG from the per-bin counts REPORT prints (no run files needed)")
     p.add_argument("--in-process", action="store_true", help="run the xmtc commands in this process (tests)")
     p.add_argument("extra", nargs="*", help="more xmtc overrides for every fit/test/attack (after --)")
     a = p.parse_args(argv)
+    a.loss_args = {loss: args for loss, args in a.loss_args}
     # every path relative to the repository (the commands run there and are recorded that way)
     a.out = _rel(a.out or f"logs/study-eurlex-{a.scale}")
     a.data = _rel(a.data)
@@ -763,9 +1059,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     a.masked_lm = _rel(a.masked_lm) if a.masked_lm and Path(a.masked_lm).exists() else a.masked_lm
     a.encoder_path = _rel(a.encoder_path) if a.encoder_path and Path(a.encoder_path).exists() else a.encoder_path
     if a.redraw_figure2:  # needs nothing else: no run directory, no data
-        report = Path(a.redraw_figure2)
-        figure2_from_report(report)
-        return report.parent / f"{report.stem}_figure2.png"
+        return sorted(figure2_from_report(Path(a.redraw_figure2)))
     os.chdir(REPO)
     study = Study(a)
     if a.report_only:
