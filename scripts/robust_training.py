@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,8 +87,9 @@ class Experiment(Study):
                 argv.append(f"--ckpt_path={attempts[-1]}")
             self.run(commands, argv)
             last = max(root.glob("fit-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-            marker.write_text(json.dumps({"last": str(last), "resumed_from": str(attempts[-1]) if attempts else None},
-                                         indent=2))
+            # the machine's load says how far the epoch times can be compared
+            marker.write_text(json.dumps({"last": str(last), "resumed_from": str(attempts[-1]) if attempts else None,
+                                          "load_average": [round(x, 2) for x in os.getloadavg()]}, indent=2))
 
         self.step(f"fit-{model}", marker.exists, body)
 
@@ -127,7 +129,7 @@ class Experiment(Study):
     def all(self) -> Path:
         (self.out / "experiment.json").write_text(json.dumps({
             "data": self.a.data, "epochs": self.a.epochs, "pairs": self.a.pairs, "extra": self.a.extra,
-            "attack_args": self.a.attack_args,
+            "attack_args": self.a.attack_args, "threads": os.environ.get("OMP_NUM_THREADS"),
             "command": " ".join(_quote(x) for x in ["python", "scripts/robust_training.py", *sys.argv[1:]])
             if not self.a.in_process else None}, indent=2))
         for model in MODELS:
@@ -200,6 +202,15 @@ def _epoch_times(root: Path) -> list[dict[str, float]]:
                     if row.get(key):
                         e[name] = float(row[key])
     return [epochs[e] | {"epoch": e} for e in sorted(epochs)]
+
+
+def attack_totals(last: Path) -> dict[str, float] | None:
+    """What adversarial training did over the whole fit: the callback's totals kept in ``last.ckpt`` (the per-step
+    logs hold only every ``log_every_n_steps``-th step)."""
+    import torch
+
+    state = torch.load(last, map_location="cpu", weights_only=False).get("callbacks", {})
+    return next((cb["totals"] for key, cb in state.items() if key.startswith("AdversarialTraining")), None)
 
 
 def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str, key: str) -> dict[str, Any]:
@@ -285,14 +296,15 @@ def write_report(out: Path, report: Path) -> Path:
 
     lines += ["## Clean accuracy and training time", "",
               "| model | " + " | ".join(f"test {m}" for m in METRICS)
-              + " | train s/epoch (mean) | epochs 2+ s/epoch | against clean | val P@5 by epoch |",
-              "|---|" + "---:|" * (len(METRICS) + 3) + "---|"]
+              + " | s/epoch, epochs 2+ | against clean | val P@5 by epoch |",
+              "|---|" + "---:|" * (len(METRICS) + 2) + "---|"]
     times: dict[str, float | None] = {}
+    loads = ", ".join(f"{m} {json.loads(f.read_text()).get('load_average', ['?'])[0]}" for m in MODELS
+                      if (f := out / "train" / m / "fit.json").exists()) or "not recorded"
     for model in MODELS:
         m = _read_metrics(out / "test" / model / "run" / "metrics.csv") \
             if (out / "test" / model / "run" / "metrics.csv").exists() else {}
         epochs = _epoch_times(out / "train" / model)
-        secs = [e["seconds"] for e in epochs if "seconds" in e]
         later = [e["seconds"] for e in epochs if "seconds" in e and e["epoch"] >= 1]
         times[model] = sum(later) / len(later) if later else None
         ratio = ""
@@ -301,12 +313,22 @@ def write_report(out: Path, report: Path) -> Path:
         curve = ", ".join(f"{100 * e['val_P@5']:.1f}" for e in epochs if "val_P@5" in e)
         lines.append(f"| {model} | " + " | ".join(_fmt(100 * m[f'test/{k}'] if f'test/{k}' in m else None)
                                                      for k in METRICS)
-                     + f" | {_fmt(sum(secs) / len(secs) if secs else None, 1)} | {_fmt(times[model], 1)} | {ratio} "
+                     + f" | {_fmt(times[model], 1)} | {ratio} "
                      f"| {curve} |")
+    lines += ["", "| model | steps with attacks | documents attacked | successes | trained on (changed texts) | "
+              "attack seconds | per attacked step |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for model, (_, adversarial) in MODELS.items():
+        fit = out / "train" / model / "fit.json"
+        totals = attack_totals(Path(json.loads(fit.read_text())["last"])) if adversarial and fit.exists() else None
+        if totals:
+            attacked_steps, seconds = totals["steps"], totals["seconds"]
+            lines.append(f"| {model} | {attacked_steps:.0f} | {totals['attacked']:.0f} | {totals['successes']:.0f} "
+                         f"| {totals['added']:.0f} | {seconds:.0f} | {seconds / max(attacked_steps, 1):.2f} |")
     lines += ["", "Times are wall seconds of the training steps of an epoch without its validation "
-              "(`xmtc.callbacks.EpochTimer`), on the machine above, which other jobs shared (see the load note at "
-              "the end); \"epochs 2+\" are the epochs in which adversarial training is active, and \"against "
-              "clean\" divides by the clean model's same epochs.", ""]
+              "(`xmtc.callbacks.EpochTimer`), averaged over the epochs in which adversarial training is active (the "
+              "second on); \"against clean\" divides by the clean model's same epochs. "
+              f"Torch threads per process: {exp.get('threads') or 'the default (one per core)'}; "
+              f"load average when each fit ended: {loads}.", ""]
 
     lines += ["## Robustness per label frequency", ""]
     if bins:
@@ -375,7 +397,6 @@ def _verdict(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _cpu() -> str:
-    import os
     import platform
 
     return f"{platform.machine()} CPU, {os.cpu_count()} cores"
@@ -400,7 +421,5 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    import os
-
     os.chdir(REPO)
     main()
