@@ -302,11 +302,13 @@ def test_robustness_callback_in_the_same_fit_sees_the_difference(tmp_path):
         assert len(overall) == 2 and all(r["attacked"] >= 10 for r in overall), overall
         finals[name] = overall[-1]["success_rate"]
         with open(next((tmp_path / "logs" / name).rglob("metrics.csv")), encoding="utf-8") as f:
-            times = [float(r["time/train_epoch_seconds"]) for r in csv.DictReader(f)
-                     if r.get("time/train_epoch_seconds")]
+            logged = list(csv.DictReader(f))
+        times = [float(r["time/train_epoch_seconds"]) for r in logged if r.get("time/train_epoch_seconds")]
         assert len(times) == 8 and all(t > 0 for t in times)
         assert (tmp_path / name / "success_by_frequency_positive.png").exists()
         if name == "adv":
             assert adv.totals["added"] > 0
+            totals = [float(r["adversarial/total_attacked"]) for r in logged if r.get("adversarial/total_attacked")]
+            assert totals == sorted(totals) and totals[-1] == adv.totals["attacked"]
     # the clean model relies on the one word; the adversarially trained one learnt its look-alikes too
     assert finals["clean"] >= 0.5 and finals["adv"] <= finals["clean"] - 0.3, finals

@@ -19,7 +19,8 @@ Cost stays visible and bounded: documents are attacked in groups of ``settings.d
 group starts once ``max_seconds_per_step`` has passed; per step the callback logs what it attacked, the
 successes, the seconds spent attacking (``attack_seconds``), the step's wall time (``step_seconds``, with
 ``attacked_step`` saying whether it attacked) and the running means ``mean_step_seconds_with_attack`` and
-``mean_step_seconds_without_attack``.
+``mean_step_seconds_without_attack``, and the running totals (``total_attacked``, ``total_seconds``, ...) that
+survive a logger's thinning to every ``log_every_n_steps``-th step.
 
 Training is unchanged outside the rewritten batch: attacks run inside ``training_state_preserved`` (eval mode,
 no gradients, every module's mode and the python/numpy/torch random states restored), and the choice of
@@ -166,7 +167,10 @@ class AdversarialTraining(Callback):
         # not log, which would make skipped steps look attacked
         p = self.prefix
         values = {**{f"{p}/{k}": float(v) for k, v in stats.items()}, f"{p}/attack_seconds": seconds,
-                  f"{p}/attacked_step": float(self._attacked_step)}
+                  f"{p}/attacked_step": float(self._attacked_step),
+                  # running totals: loggers keep every log_every_n_steps-th step only, which can miss every
+                  # attacked step (every_n_steps 2, log_every_n_steps 20); totals survive the thinning
+                  **{f"{p}/total_{k}": float(v) for k, v in self.totals.items()}}
         pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=int(batch["targets"].shape[0]))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
