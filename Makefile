@@ -84,3 +84,10 @@ STUDY_ARGS ?=
 .PHONY: study-eurlex
 study-eurlex: $(VENV)/.installed
 	$(PY) scripts/study_eurlex.py --scale $(STUDY_SCALE) $(STUDY_ARGS)
+
+# Adversarial training, measured (issue 15): normal and PW-cb AttentionXML on the demo subset, each with and without
+# callbacks/adversarial_training.yaml, the same step budget; test metrics, epoch times and positive-targeted attacks on
+# the same pairs (>= 100 per frequency bin); report in docs/robust_training.md. Resumable: run it again after a stop.
+.PHONY: robust-training
+robust-training: $(VENV)/.installed models/mlm-eurlex57k-demo/config.json
+	OMP_NUM_THREADS=1 $(PY) scripts/robust_training.py $(ROBUST_ARGS)
