@@ -55,6 +55,20 @@ ATTACK = "configs/attack_demo.yaml"
 SNIPPET = "callbacks/adversarial_training.yaml"
 
 
+# the attack runs: output directory, the models compared on the same pairs, what the pairs are
+ATTACKS: dict[str, tuple[str, list[str], str]] = {
+    "all": ("attack", list(MODELS), "pairs all four models classify correctly"),
+    # a weak model (PW-cb at this budget) leaves few pairs all four share, all of frequent labels: each loss is
+    # also compared with its adversarially trained twin alone, on the pairs those two share
+    "normal": ("attack-normal", ["normal", "normal-adv"], "pairs both normal-loss models classify correctly"),
+    "pwcb": ("attack-pwcb", ["pwcb", "pwcb-adv"], "pairs both PW-cb models classify correctly"),
+}
+
+
+def _step_name(step: str, run: str) -> str:
+    return step if run == "all" else f"{step}-{run}"  # the first run's names as they were
+
+
 class Experiment(Study):
     """The four fits, their tests, the bins, one compare-mode attack and the report (``Study``'s steps)."""
 
@@ -103,28 +117,30 @@ class Experiment(Study):
             f"--trainer.logger={_csv_logger(self.out / 'test', model, 'run')}",
             "--trainer.enable_progress_bar=false", f"--ckpt_path={self.ckpt(model)}", *self.a.extra]))
 
-    def bins_step(self) -> None:
-        path = self.out / "attack-bins.json"
+    def bins_step(self, run: str) -> None:
+        directory, models, _ = ATTACKS[run]
+        path = self.out / f"{directory}-bins.json"
 
         def body(commands: list[list[str]]) -> None:
-            commands.append(["#", "in this script: choose_bins() scores the test split with each checkpoint and "
-                                  "writes attack-bins.json"])
-            path.write_text(json.dumps(choose_bins({m: self.ckpt(m) for m in MODELS}, self.a.data, self.a.pairs),
+            commands.append(["#", f"in this script: choose_bins() scores the test split with {', '.join(models)} "
+                                  f"and writes {path.name}"])
+            path.write_text(json.dumps(choose_bins({m: self.ckpt(m) for m in models}, self.a.data, self.a.pairs),
                                        indent=2))
 
-        self.step("bins", path.exists, body)
+        self.step(_step_name("bins", run), path.exists, body)
 
-    def attack_step(self) -> None:
-        out = self.out / "attack"
-        bins = json.loads((self.out / "attack-bins.json").read_text())
-        compare = "{" + ", ".join(f"{m}: {self.ckpt(m)}" for m in MODELS) + "}"
+    def attack_step(self, run: str) -> None:
+        directory, models, _ = ATTACKS[run]
+        out = self.out / directory
+        bins = json.loads((self.out / f"{directory}-bins.json").read_text())
+        compare = "{" + ", ".join(f"{m}: {self.ckpt(m)}" for m in models) + "}"
         argv = ["-m", "xmtc", "attack", "--config", BASE, f"--data.init_args.data_dir={self.a.data}",
                 "--config", ATTACK, "--trainer.logger=false", f"--compare={compare}", f"--output_dir={out}",
                 "--settings.kinds=[positive]", f"--settings.min_labels_per_bin={bins['min_labels_per_bin']}",
                 f"--settings.samples_per_bin={self.a.pairs}", "--show_progress=false",
                 # one masked-LM pass per document (the paper's code, BERT-Attack's) instead of one per position
                 "--settings.mlm_mode=unmasked", *self.a.attack_args]
-        self.step("attack", (out / "summary.json").exists, lambda c: self.run(c, argv))
+        self.step(_step_name("attack", run), (out / "summary.json").exists, lambda c: self.run(c, argv))
 
     def all(self) -> Path:
         (self.out / "experiment.json").write_text(json.dumps({
@@ -136,8 +152,9 @@ class Experiment(Study):
             self.fit_step(model)
         for model in MODELS:
             self.test_step(model)
-        self.bins_step()
-        self.attack_step()
+        for run in ATTACKS:
+            self.bins_step(run)
+            self.attack_step(run)
         report = Path(self.a.report)
         write_report(self.out, report)
         print(f"[robust] report: {report}")
@@ -265,19 +282,63 @@ def plot_with_bands(summary: dict[str, Any], path: Path, key: str, title: str) -
     return path
 
 
-def write_report(out: Path, report: Path) -> Path:
+def robustness_section(out: Path, report: Path, run: str) -> list[str]:
+    """One attack run's section: bins, figure, success per bin and model, paired differences."""
     from xmtc.attack.report import format_rate, with_intervals
+
+    directory, models, what = ATTACKS[run]
+    bins_file, summary_file, rows_file = (out / f"{directory}-bins.json", out / directory / "summary.json",
+                                          out / directory / "results.jsonl")
+    title = {"all": "All four models", "normal": "Normal loss", "pwcb": "PW-cb"}[run]
+    lines = [f"## Robustness per label frequency: {title.lower()}, on {what}", ""]
+    if bins_file.exists():
+        bins = json.loads(bins_file.read_text())
+        lines += [f"Bins: `min_labels_per_bin` {bins['min_labels_per_bin']}, the smallest L that leaves at least "
+                  f"{bins['min_pairs']} shared correct pairs in every bin ({bins['common_pairs']} pairs over "
+                  f"{bins['labels']} labels; per bin "
+                  f"{', '.join(f'{b}: {n}' for b, n in zip(bins['bins'], bins['pairs_per_bin'], strict=True))}).", ""]
+    if not summary_file.exists():
+        return [*lines, "(this attack has not run yet)", ""]
+    summary = json.loads(summary_file.read_text())
+    rows = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]
+    for g in summary["groups"]:
+        g["overall"], g["bins"] = with_intervals(g["overall"]), [with_intervals(b) for b in g["bins"]]
+    figure = plot_with_bands(summary, report.with_name(report.stem + ("" if run == "all" else f"_{run}") + ".png"),
+                             "success_rate_strict", f"EURLEX57K demo, positive-targeted, {title.lower()}, same pairs; "
+                             f"success: similarity > {summary['similarity_threshold']:g}, change rate < 10%")
+    lines += [f"![success by label frequency, {title.lower()}]({figure.name})", "",
+              "| bin (train freq.) | model | attacked | success (%) [95% CI] | Figure 2 success (%) [95% CI] "
+              "| mean similarity | mean change rate (%) | mean queries |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    by_model = {g["model"]: g for g in summary["groups"]}
+    names = [b["bin"] for b in next(iter(by_model.values()))["bins"]] + ["all"]
+    for name in names:
+        for model, g in by_model.items():
+            b = g["overall"] if name == "all" else next(x for x in g["bins"] if x["bin"] == name)
+            lines.append(f"| {name} | {model} | {b['attacked']} | {format_rate(b, 'success_rate_change_budget')} "
+                         f"| {format_rate(b, 'success_rate_strict')} | {_fmt(b['mean_similarity'], 3)} "
+                         f"| {_fmt(100 * b['mean_change_rate'] if b['mean_change_rate'] is not None else None)} "
+                         f"| {_fmt(b['mean_queries'], 0)} |")
+    lines += ["", "Paired differences, adversarially trained minus clean on the same pairs: the difference in "
+              "success (Figure 2's definition), the pairs only one of the two models lost, and the exact McNemar "
+              "p-value (two-sided binomial test on those discordant pairs).", "",
+              "| comparison | bin | pairs | difference (points) | lost only by adv. / only by clean | p |",
+              "|---|---|---:|---:|---:|---:|"]
+    pairs = {adv: clean for adv, clean in PAIRS.items() if adv in models and clean in models}
+    for adv, clean in pairs.items():
+        for name in names:
+            sub = [r for r in rows if name == "all" or r["bin"] == name]
+            d = paired_difference(sub, adv, clean, "strict")
+            lines.append(f"| {adv} - {clean} | {name} | {d['n']} | "
+                         f"{_fmt(100 * d['difference'] if d['difference'] is not None else None, 1)} | "
+                         f"{d['only_a']} / {d['only_b']} | {d['p']:.3g} |")
+    return [*lines, "", _verdict(rows, pairs), ""]
+
+
+def write_report(out: Path, report: Path) -> Path:
 
     steps = json.loads((out / "steps.json").read_text()) if (out / "steps.json").exists() else {}
     exp = json.loads((out / "experiment.json").read_text())
-    bins = json.loads((out / "attack-bins.json").read_text()) if (out / "attack-bins.json").exists() else None
-    summary_path = out / "attack" / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    rows = [json.loads(x) for x in (out / "attack" / "results.jsonl").read_text().splitlines() if x.strip()] \
-        if (out / "attack" / "results.jsonl").exists() else []
-    if summary:
-        for g in summary["groups"]:
-            g["overall"], g["bins"] = with_intervals(g["overall"]), [with_intervals(b) for b in g["bins"]]
 
     lines = ["# Adversarial training on the EURLEX57K demo subset (issue 15)", "",
              f"Generated by `{exp.get('command') or 'python scripts/robust_training.py'}` from the files in "
@@ -330,62 +391,23 @@ def write_report(out: Path, report: Path) -> Path:
               f"Torch threads per process: {exp.get('threads') or 'the default (one per core)'}; "
               f"load average when each fit ended: {loads}.", ""]
 
-    lines += ["## Robustness per label frequency", ""]
-    if bins:
-        lines += [f"Bins: `min_labels_per_bin` {bins['min_labels_per_bin']}, the smallest L that leaves at least "
-                  f"{bins['min_pairs']} shared correct pairs in every bin ({bins['common_pairs']} pairs over "
-                  f"{bins['labels']} labels are classified correctly by all four models; per bin "
-                  f"{', '.join(f'{b}: {n}' for b, n in zip(bins['bins'], bins['pairs_per_bin'], strict=True))}).", ""]
     report.parent.mkdir(parents=True, exist_ok=True)
-    if summary:
-        figure = plot_with_bands(summary, report.with_suffix(".png"), "success_rate_strict",
-                                 "EURLEX57K demo, positive-targeted, same pairs; success: similarity > "
-                                 f"{summary['similarity_threshold']:g}, change rate < 10%")
-        lines += [f"![success by label frequency]({figure.name})", "",
-                  "| bin (train freq.) | model | attacked | success (%) [95% CI] | Figure 2 success (%) [95% CI] "
-                  "| mean similarity | mean change rate (%) | mean queries |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
-        by_model = {g["model"]: g for g in summary["groups"]}
-        names = [b["bin"] for b in next(iter(by_model.values()))["bins"]] + ["all"]
-        for name in names:
-            for model, g in by_model.items():
-                b = g["overall"] if name == "all" else next(x for x in g["bins"] if x["bin"] == name)
-                lines.append(f"| {name} | {model} | {b['attacked']} | {format_rate(b, 'success_rate_change_budget')} "
-                             f"| {format_rate(b, 'success_rate_strict')} | {_fmt(b['mean_similarity'], 3)} "
-                             f"| {_fmt(100 * b['mean_change_rate'] if b['mean_change_rate'] is not None else None)} "
-                             f"| {_fmt(b['mean_queries'], 0)} |")
-        lines += ["", "## Paired differences (adversarially trained minus clean, same pairs)", "",
-                  "Each pair is attacked on both models, so the rates are compared pair by pair: the difference "
-                  "in success (Figure 2's definition), the pairs only one of the two models lost, and the exact "
-                  "McNemar p-value (two-sided binomial test on those discordant pairs).", "",
-                  "| comparison | bin | pairs | difference (points) | lost only by adv. / only by clean | p |",
-                  "|---|---|---:|---:|---:|---:|"]
-        for adv, clean in PAIRS.items():
-            for name in names:
-                sub = [r for r in rows if name == "all" or r["bin"] == name]
-                d = paired_difference(sub, adv, clean, "strict")
-                lines.append(f"| {adv} - {clean} | {name} | {d['n']} | "
-                             f"{_fmt(100 * d['difference'] if d['difference'] is not None else None, 1)} | "
-                             f"{d['only_a']} / {d['only_b']} | {d['p']:.3g} |")
-        lines += ["", _verdict(rows), ""]
-    else:
-        lines += ["(the attack has not run yet)", ""]
-
+    for run in ATTACKS:
+        lines += robustness_section(out, report, run)
     lines += ["## Commands and wall-clock", "", "| step | seconds | command |", "|---|---:|---|"]
     for name, s in steps.items():
         cmd = "<br>".join(f"`{c}`" for c in s.get("commands", [])) or s.get("failed", "")
         lines.append(f"| {name} | {s.get('seconds', s.get('seconds_before_resume', ''))} | {cmd} |")
     total = sum(s.get("seconds", 0) for s in steps.values())
     lines += ["", f"In all {_duration(total)}.", ""]
-    report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines))
     return report
 
 
-def _verdict(rows: Sequence[dict[str, Any]]) -> str:
+def _verdict(rows: Sequence[dict[str, Any]], pairs: dict[str, str]) -> str:
     """One sentence per comparison over all pairs: what changed, and whether it is outside chance."""
     parts = []
-    for adv, clean in PAIRS.items():
+    for adv, clean in pairs.items():
         d = paired_difference(rows, adv, clean, "strict")
         if not d["n"]:
             continue

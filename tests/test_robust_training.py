@@ -51,6 +51,11 @@ def _run(root: Path, epochs: dict[str, list[float]]) -> Path:
     (out / "attack-bins.json").write_text(json.dumps({"min_labels_per_bin": 7, "bins": ["1-5", "6-50"],
                                                       "pairs_per_bin": [23, 61], "labels": 30, "common_pairs": 84,
                                                       "min_pairs": 20}))
+    # the normal loss with its twin alone: the same pairs' rows
+    pair = [r for r in rows if r["model"] in ("normal", "normal-adv")]
+    (out / "attack-normal").mkdir()
+    (out / "attack-normal" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pair))
+    (out / "attack-normal" / "summary.json").write_text(json.dumps(summarize(pair, 0.8, 0.1, "test encoder")))
     (out / "experiment.json").write_text(json.dumps({"epochs": len(epochs["normal"]), "command": None}))
     (out / "steps.json").write_text(json.dumps({"fit-normal": {"seconds": 100.0, "commands": ["python -m xmtc fit"]}}))
     for i, model in enumerate(["normal", "normal-adv", "pwcb", "pwcb-adv"]):
@@ -83,6 +88,10 @@ def test_report_tables_times_and_paired_tests(robust, tmp_path):
            f"outside chance (p < 0.05), p = {2 * 0.5 ** 11:.3g}." in text
     assert "pwcb-adv: attack success 0.0 points higher than pwcb over 40 shared pairs, inside chance" in text
     assert (tmp_path / "docs" / "robust.png").stat().st_size > 0
+    normal = text.split("## Robustness per label frequency: normal loss")[1].split("## ")[0]
+    assert f"| normal-adv - normal | 1-5 | 20 | -55.0 | 0 / 11 | {2 * 0.5 ** 11:.3g} |" in normal
+    assert "pwcb-adv - pwcb" not in normal and (tmp_path / "docs" / "robust_normal.png").exists()
+    assert "(this attack has not run yet)" in text.split("## Robustness per label frequency: pw-cb")[1]
     assert "| fit-normal | 100.0 | `python -m xmtc fit` |" in text
 
 
