@@ -79,6 +79,7 @@ class Experiment(Study):
         self.steps_file = self.out / "steps.json"
         self.steps = json.loads(self.steps_file.read_text()) if self.steps_file.exists() else {}
         self.failed = []
+        self.deadline = None  # Study's --hours: this experiment runs its steps to the end
 
     def common(self, model: str) -> list[str]:
         loss, _ = MODELS[model]
