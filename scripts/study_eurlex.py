@@ -689,8 +689,9 @@ def difference_interval(a: tuple[int, int], b: tuple[int, int]) -> tuple[float, 
     d = pa - pb
     lo = d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
     hi = d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
-    pool = (ka + kb) / (na + nb)
-    detectable = (Z95 + Z80) * math.sqrt(max(pool * (1 - pool), 1e-12) * (1 / na + 1 / nb))
+    # the pooled rate, kept one success away from 0 and 1 (where the binomial variance, and so any test, vanishes)
+    pool = min(max((ka + kb) / (na + nb), 1 / (na + nb)), 1 - 1 / (na + nb))
+    detectable = (Z95 + Z80) * math.sqrt(pool * (1 - pool) * (1 / na + 1 / nb))
     return d, lo, hi, detectable
 
 

@@ -85,6 +85,7 @@ def test_difference_interval_known_answers(study):
     assert d == pytest.approx(0.2) and lo == pytest.approx(0.0524, abs=5e-4) and hi == pytest.approx(0.3339, abs=5e-4)
     _, _, _, det4 = study.difference_interval((224, 280), (192, 320))
     assert det4 == pytest.approx(det / 2, rel=0.02)
+    assert study.difference_interval((0, 2), (0, 2))[3] > 0.5  # no success at all: a large effect, not 0, undetectable
     assert "not decidable at this budget" in study._verdict(-0.1, 0.2, 0.25) and "25.0 points" in \
         study._verdict(-0.1, 0.2, 0.25)
     assert study._verdict(0.01, 0.2, 0.1) == "**holds**" and study._verdict(-0.2, -0.01, 0.1) == "**does not hold**"
