@@ -193,3 +193,13 @@ def test_plots_draw_intervals_and_titles_fit(tmp_path, monkeypatch):
         box = text.get_window_extent(renderer)
         assert box.x0 >= fig.bbox.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
     assert fit_title("a " * 100, 2.0, 10).count("\n") >= 3
+
+
+def test_describe_change_reads_replacements_and_insertions():
+    from xmtc.attack.report import describe_change
+
+    assert describe_change({"position": 3, "old": "duty", "new": "levy"}) == "duty -> levy"
+    assert describe_change({"position": 3, "old": "duty", "new": "levy", "kind": "replace"}) == "duty -> levy"
+    assert describe_change({"position": 7, "old": "", "new": "sugar", "kind": "insert_before"}) == \
+        "+sugar before word 7"
+    assert describe_change({"position": 0, "old": "", "new": "EU", "kind": "insert_after"}) == "+EU after word 0"

@@ -116,6 +116,15 @@ def _num_changes(row: dict[str, Any]) -> int:
     return len(changes) if changes is not None else round(row["change_rate"] * row["num_words"])
 
 
+def describe_change(change: dict[str, Any]) -> str:
+    """A result row's change for people: ``old -> new``, or ``+new before`` / ``+new after`` for an insertion
+    (whose ``old`` is empty)."""
+    kind = change.get("kind", "replace")
+    if kind == "replace":
+        return f"{change['old']} -> {change['new']}"
+    return f"+{change['new']} {kind.removeprefix('insert_')} word {change['position']}"
+
+
 def _group_stats(rows: Sequence[dict[str, Any]], sim_threshold: float, change_rate_cutoff: float) -> dict[str, Any]:
     n = len(rows)
     successes = [r for r in rows if r["success"]]

@@ -55,6 +55,7 @@ from xmtc.attack.report import (
     RATE_COUNTS,
     TABLE_CHANGE_RATE,
     bin_center,
+    describe_change,
     plot_success_over_training,
     summarize,
 )
@@ -459,7 +460,7 @@ class RobustnessCallback(Callback):
                    "adversarial"]
         data = [[step, r["kind"], r["bin"], r["target_label"], r["target_name"], r["target_train_freq"],
                  r["rank_before"], r["rank_after"], r["success"], r["similarity"], r["change_rate"], r["queries"],
-                 "; ".join(f"{c['old']} -> {c['new']}" for c in r["changes"]), r["original_text"],
+                 "; ".join(describe_change(c) for c in r["changes"]), r["original_text"],
                  r["adversarial_text"]] for r in attacked[:self.examples_logged]]
         media[f"{p}/examples"] = wandb.Table(columns=columns, data=data)
         return media
