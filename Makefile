@@ -44,8 +44,8 @@ demo: $(VENV)/.installed $(DEMO_MLM)/config.json
 
 # The demo's masked LM for substitutions (no download): the pretrained all-MiniLM-L6-v2 of xmtc[minilm] fine-tuned
 # on the demo corpus (~14 minutes on 2 cores; held-out masked-word recall far above the from-scratch model's,
-# docs/results.md). The from-scratch one (~1.5 minutes) stays for corpora in other languages and for
-# callbacks/robustness.yaml's default: `make models/mlm-eurlex57k-demo/config.json`.
+# docs/results.md). The from-scratch one (~1.5 minutes) stays for corpora in other languages and for the cheap
+# substitutions of callbacks/adversarial_training.yaml and make robust-training: `make models/mlm-eurlex57k-demo/config.json`.
 models/mlm-minilm-eurlex57k-demo/config.json: $(VENV)/.installed
 	$(PY) -m xmtc.attack.mlm --data data/eurlex57k-demo --output models/mlm-minilm-eurlex57k-demo --init minilm --steps 300
 
