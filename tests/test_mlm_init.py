@@ -16,7 +16,7 @@ import pytest
 import torch
 from tiny_models import BODIES, SECTORS, build_tiny_mlm, single_thread, template_corpus
 
-from xmtc.attack.mlm import finetune_masked_lm, main, masked_word_recall, resolve_init
+from xmtc.attack.mlm import finetune_masked_lm, main, resolve_init
 from xmtc.attack.transformation import MaskedLMSubstitution
 from xmtc.errors import ModelPathError, UserError, exit_on_user_error
 
@@ -142,7 +142,7 @@ def test_recall_for_several_k_from_one_ranking_is_top_k_recall(pretrained: Path,
     sub = MaskedLMSubstitution(str(tuned), k=5)
     texts = template_corpus(60, seed=2)
     passes = sub.num_forward_passes
-    recall = masked_word_recall(sub, texts, [1, 3, 5, 48], sample_positions=80, seed=4)
+    recall = sub.top_k_recalls(texts, [1, 3, 5, 48], sample_positions=80, seed=4)
     assert sub.num_forward_passes > passes
     assert recall == {k: sub.top_k_recall(texts, k=k, sample_positions=80, seed=4) for k in (1, 3, 5, 48)}
     assert len(set(recall.values())) > 1  # the Ks differ: not one number repeated

@@ -208,33 +208,6 @@ def finetune_masked_lm(
     return _save(model, tokenizer, output_dir)
 
 
-def masked_word_recall(substitution, texts: Sequence[str], ks: Sequence[int], sample_positions: int = 500,
-                       seed: int = 0) -> dict[int, float]:
-    """``MaskedLMSubstitution.top_k_recall`` (masked mode) for every K in ``ks`` from one ranking: the same positions
-    and the same hits, but one masked pass per position instead of one per position and K (a pretrained encoder's
-    passes over 512-token windows are the cost of measuring it)."""
-    from xmtc.attack.transformation import split_word
-
-    if not ks or min(ks) < 1 or sample_positions < 1:
-        raise ValueError("ks and sample_positions must be >= 1")
-    split = [t.split() for t in texts]
-    pool = [(i, p) for i, ws in enumerate(split) for p, w in enumerate(ws) if split_word(w).attackable]
-    if not pool:
-        raise ValueError("no attackable (non-stop-word) positions in the texts")
-    picked = random.Random(seed).sample(pool, min(sample_positions, len(pool)))
-    inputs: list[tuple[list[int], int]] = []
-    originals: list[str] = []
-    for i, p in picked:
-        enc = substitution._encode(split[i])
-        if enc.spans[p][0] == enc.spans[p][1]:  # no tokens at all: counted as a miss
-            continue
-        inputs.append(substitution._masked_input(enc, p))
-        originals.append(enc.words[p].core.lower())
-    ranked = substitution._logit_words(substitution._single_slot_logits(inputs), 3 * max(ks) + 10)
-    unique = [list(dict.fromkeys(w.lower() for w in words)) for words in ranked]
-    return {k: sum(o in u[:k] for o, u in zip(originals, unique, strict=True)) / len(picked) for k in ks}
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     from xmtc.attack.transformation import MaskedLMSubstitution
     from xmtc.data.readers import has_split, read_split
@@ -278,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     quality = {"init": a.init or "scratch", "train_docs": len(train.texts), "steps": steps,
                "batch_size": batch_size, "max_length": a.max_length, "lr": lr, "train_seconds": round(seconds, 1),
                "threads": torch.get_num_threads()}
-    recall = masked_word_recall(substitution, sample, sorted({1, 5, 10, a.eval_k}), sample_positions=500, seed=a.seed)
+    recall = substitution.top_k_recalls(sample, sorted({1, 5, 10, a.eval_k}), sample_positions=500, seed=a.seed)
     quality |= {f"top{k}_recall_masked_heldout": round(r, 4) for k, r in recall.items()}
     (out / "quality.json").write_text(json.dumps(quality, indent=2), encoding="utf-8")
     print(json.dumps(quality, indent=2))

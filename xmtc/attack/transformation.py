@@ -569,7 +569,21 @@ class MaskedLMSubstitution(WordSubstitution):
         ``sample_positions`` positions are drawn uniformly (seeded) from all attackable words of all texts.
         With ``mode="masked"`` the word is hidden from the model; ``"unmasked"`` measures the BERT-Attack
         shortcut, where the model sees the word it predicts (an upper bound, not a language-model test)."""
-        if k < 1 or sample_positions < 1:
+        if k < 1:
+            raise ValueError("k and sample_positions must be >= 1")
+        return self.top_k_recalls(texts, [k], sample_positions, seed, mode)[k]
+
+    def top_k_recalls(
+        self,
+        texts: Sequence[str],
+        ks: Sequence[int],
+        sample_positions: int,
+        seed: int = 0,
+        mode: Literal["masked", "unmasked"] = "masked",
+    ) -> dict[int, float]:
+        """``top_k_recall`` for every K in ``ks`` from one ranking of the same positions: one pass per position
+        instead of one per position and K (a pretrained encoder's passes are the cost of measuring it)."""
+        if not ks or min(ks) < 1 or sample_positions < 1:
             raise ValueError("k and sample_positions must be >= 1")
         split = [t.split() for t in texts]
         pool = [(i, p) for i, ws in enumerate(split) for p, w in enumerate(ws) if split_word(w).attackable]
@@ -584,9 +598,6 @@ class MaskedLMSubstitution(WordSubstitution):
                 continue
             inputs.append(self._masked_input(enc, p) if mode == "masked" else self._unmasked_input(enc, p))
             originals.append(enc.words[p].core.lower())
-        ranked = self._logit_words(self._single_slot_logits(inputs), 3 * k + 10)
-        hits = sum(
-            original in list(dict.fromkeys(w.lower() for w in words))[:k]
-            for original, words in zip(originals, ranked, strict=True)
-        )
-        return hits / len(picked)
+        ranked = self._logit_words(self._single_slot_logits(inputs), 3 * max(ks) + 10)
+        unique = [list(dict.fromkeys(w.lower() for w in words)) for words in ranked]
+        return {k: sum(o in u[:k] for o, u in zip(originals, unique, strict=True)) / len(picked) for k in ks}
