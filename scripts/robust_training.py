@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from study_eurlex import (  # noqa: E402 (the sibling script's step machinery)
     REPO,
-    Study,
+    Steps,
     _csv_logger,
     _duration,
     _fmt,
@@ -72,17 +72,8 @@ def _step_name(step: str, run: str) -> str:
     return step if run == "all" else f"{step}-{run}"  # the first run's names as they were
 
 
-class Experiment(Study):
-    """The four fits, their tests, the bins, one compare-mode attack and the report (``Study``'s steps)."""
-
-    def __init__(self, args: argparse.Namespace) -> None:  # noqa: D107 (Study's machinery, this run's state)
-        self.a = args
-        self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.steps_file = self.out / "steps.json"
-        self.steps = json.loads(self.steps_file.read_text()) if self.steps_file.exists() else {}
-        self.failed = []
-        self.deadline = None  # Study's --hours: this experiment runs its steps to the end
+class Experiment(Steps):
+    """The four fits, their tests, the bins, the compare-mode attacks and the report (``Steps``' machinery)."""
 
     def common(self, model: str) -> list[str]:
         loss, _ = MODELS[model]
@@ -234,26 +225,23 @@ def attack_totals(last: Path) -> dict[str, float] | None:
     return next((cb["totals"] for key, cb in state.items() if key.startswith("AdversarialTraining")), None)
 
 
-def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str, key: str) -> dict[str, Any]:
-    """Success of model ``a`` minus model ``b`` on the pairs both were attacked on (the same pairs), with the
-    exact McNemar test on the discordant pairs (the two rates are not independent samples)."""
+def paired_difference(rows: Sequence[dict[str, Any]], a: str, b: str, sim_threshold: float,
+                      strict: bool = True) -> dict[str, Any]:
+    """Success of model ``a`` minus model ``b`` on the pairs both were attacked on (the same pairs), counted as the
+    summary counts it (``report.counts_as_success``: Figure 2's when ``strict``), with the exact McNemar test on
+    the discordant pairs (the two rates are not independent samples)."""
     from scipy.stats import binomtest
 
-    by = {m: {(r["doc_id"], r["target_index"]): _succeeded(r, key) for r in rows if r["model"] == m} for m in (a, b)}
+    from xmtc.attack.report import TABLE_CHANGE_RATE, counts_as_success
+
+    by = {m: {(r["doc_id"], r["target_index"]): counts_as_success(r, sim_threshold, TABLE_CHANGE_RATE, strict)
+              for r in rows if r["model"] == m} for m in (a, b)}
     shared = sorted(set(by[a]) & set(by[b]))
     only_a = sum(by[a][p] and not by[b][p] for p in shared)
     only_b = sum(by[b][p] and not by[a][p] for p in shared)
     n = len(shared)
     p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
     return {"n": n, "difference": (only_a - only_b) / n if n else None, "only_a": only_a, "only_b": only_b, "p": p}
-
-
-def _succeeded(row: dict[str, Any], key: str, threshold: float = 0.8, cutoff: float = 0.1) -> bool:
-    """A row's success as the summary counts it: ``strict`` (Figure 2) or within the change budget."""
-    ok = bool(row["success"]) and row["change_rate"] < cutoff
-    if key == "strict":
-        ok = ok and row.get("similarity") is not None and row["similarity"] > threshold
-    return ok
 
 
 def plot_with_bands(summary: dict[str, Any], path: Path, key: str, title: str) -> Path:
@@ -332,11 +320,11 @@ def robustness_section(out: Path, report: Path, run: str) -> list[str]:
     for adv, clean in pairs.items():
         for name in names:
             sub = [r for r in rows if name == "all" or r["bin"] == name]
-            d = paired_difference(sub, adv, clean, "strict")
+            d = paired_difference(sub, adv, clean, summary["similarity_threshold"])
             lines.append(f"| {adv} - {clean} | {name} | {d['n']} | "
                          f"{_fmt(100 * d['difference'] if d['difference'] is not None else None, 1)} | "
                          f"{d['only_a']} / {d['only_b']} | {d['p']:.3g} |")
-    return [*lines, "", _verdict(rows, pairs), ""]
+    return [*lines, "", _verdict(rows, pairs, summary["similarity_threshold"]), ""]
 
 
 def summary_section(out: Path) -> list[str]:
@@ -346,16 +334,17 @@ def summary_section(out: Path) -> list[str]:
     for adv, clean in PAIRS.items():
         run = clean
         directory = ATTACKS[run][0]
-        rows_file = out / directory / "results.jsonl"
+        rows_file, summary_file = out / directory / "results.jsonl", out / directory / "summary.json"
         metrics = {m: _read_metrics(f) for m in (adv, clean)
                    if (f := out / "test" / m / "run" / "metrics.csv").exists()}
-        if not rows_file.exists() or len(metrics) < 2:
+        if not summary_file.exists() or len(metrics) < 2:
             lines.append(f"- {adv}: not measured yet.")
             continue
         rows = [json.loads(x) for x in rows_file.read_text().splitlines() if x.strip()]
-        d = paired_difference(rows, adv, clean, "strict")
+        threshold = json.loads(summary_file.read_text())["similarity_threshold"]
+        d = paired_difference(rows, adv, clean, threshold)
         bins = sorted({r["bin"] for r in rows}, key=lambda b: int(b.split("-")[0]))
-        per_bin = {b: paired_difference([r for r in rows if r["bin"] == b], adv, clean, "strict") for b in bins}
+        per_bin = {b: paired_difference([r for r in rows if r["bin"] == b], adv, clean, threshold) for b in bins}
         outside = [f"{b} ({100 * x['difference']:+.0f} points, p = {x['p']:.2g})" for b, x in per_bin.items()
                    if x["p"] < 0.05]
         inside = [b for b, x in per_bin.items() if x["p"] >= 0.05]
@@ -456,11 +445,11 @@ def write_report(out: Path, report: Path) -> Path:
     return report
 
 
-def _verdict(rows: Sequence[dict[str, Any]], pairs: dict[str, str]) -> str:
+def _verdict(rows: Sequence[dict[str, Any]], pairs: dict[str, str], sim_threshold: float) -> str:
     """One sentence per comparison over all pairs: what changed, and whether it is outside chance."""
     parts = []
     for adv, clean in pairs.items():
-        d = paired_difference(rows, adv, clean, "strict")
+        d = paired_difference(rows, adv, clean, sim_threshold)
         if not d["n"]:
             continue
         sign = "lower" if d["difference"] < 0 else "higher"

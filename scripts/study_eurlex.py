@@ -147,24 +147,17 @@ class OutOfTime(RuntimeError):
     time left holds the previous part's wall-clock; an attack is stopped and resumes from its results.jsonl)."""
 
 
-class Study:
-    """Runs the steps, records commands and wall-clock in ``steps.json``, skips what is done."""
+class Steps:
+    """Runs the steps, records commands and wall-clock in ``steps.json``, skips what is done (the study's and
+    ``scripts/robust_training.py``'s). ``args``: ``out``, ``in_process`` and optionally ``hours``."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.a = args
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.scale = SCALES[args.scale]
         self.steps_file = self.out / "steps.json"
         self.steps: dict[str, Any] = json.loads(self.steps_file.read_text()) if self.steps_file.exists() else {}
         self.failed: list[str] = []
-        smoke = args.scale == "smoke"
-        init = getattr(args, "mlm_init", "minilm")
-        default_mlm = "models/mlm-minilm-eurlex57k" if init == "minilm" else "models/mlm-eurlex57k"
-        self.mlm = args.masked_lm or (str(self.out / "mlm") if smoke else default_mlm)
-        self.tokenizer = getattr(args, "tokenizer", None) or (str(self.out / "tokenizer") if smoke
-                                                               else "models/tok-eurlex57k")
-        self.models = tuple(getattr(args, "models", None) or MODELS)
         hours = getattr(args, "hours", None)
         self.deadline = time.monotonic() + 3600 * hours if hours else None
 
@@ -243,6 +236,22 @@ class Study:
         else:
             from xmtc.attack.mlm import main
         main(rest)
+
+
+
+class Study(Steps):
+    """The study's steps (``Steps``) with its scale, masked LM, tokenizer and models."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.scale = SCALES[args.scale]
+        smoke = args.scale == "smoke"
+        init = getattr(args, "mlm_init", "minilm")
+        default_mlm = "models/mlm-minilm-eurlex57k" if init == "minilm" else "models/mlm-eurlex57k"
+        self.mlm = args.masked_lm or (str(self.out / "mlm") if smoke else default_mlm)
+        self.tokenizer = getattr(args, "tokenizer", None) or (str(self.out / "tokenizer") if smoke
+                                                               else "models/tok-eurlex57k")
+        self.models = tuple(getattr(args, "models", None) or MODELS)
 
     # -- the data and model arguments every xmtc command of a model and loss shares --
 

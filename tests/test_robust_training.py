@@ -97,5 +97,5 @@ def test_report_tables_times_and_paired_tests(robust, tmp_path):
 
 def test_paired_difference_counts_only_the_shared_pairs(robust):
     rows = [_row("a", "1-5", 1, True), _row("b", "1-5", 1, False), _row("a", "1-5", 2, True)]
-    d = robust.paired_difference(rows, "a", "b", "strict")
+    d = robust.paired_difference(rows, "a", "b", 0.8)
     assert (d["n"], d["only_a"], d["only_b"], d["difference"], d["p"]) == (1, 1, 0, 1.0, 1.0)

@@ -125,12 +125,20 @@ def describe_change(change: dict[str, Any]) -> str:
     return f"+{change['new']} {kind.removeprefix('insert_')} word {change['position']}"
 
 
+def counts_as_success(row: dict[str, Any], sim_threshold: float, change_rate_cutoff: float,
+                      strict: bool = True) -> bool:
+    """Whether a result row counts as a success in the tables: below the change-rate cut-off (Table 3) and, when
+    ``strict``, above the similarity threshold too (Figure 2)."""
+    if not row["success"] or row["change_rate"] >= change_rate_cutoff:
+        return False
+    return not strict or (row.get("similarity") is not None and row["similarity"] > sim_threshold)
+
+
 def _group_stats(rows: Sequence[dict[str, Any]], sim_threshold: float, change_rate_cutoff: float) -> dict[str, Any]:
     n = len(rows)
     successes = [r for r in rows if r["success"]]
-    strict = [r for r in successes if r["change_rate"] < change_rate_cutoff
-              and r.get("similarity") is not None and r["similarity"] > sim_threshold]
-    budget = [r for r in successes if r["change_rate"] < change_rate_cutoff]
+    strict = [r for r in successes if counts_as_success(r, sim_threshold, change_rate_cutoff)]
+    budget = [r for r in successes if counts_as_success(r, sim_threshold, change_rate_cutoff, strict=False)]
     paper = paper_statistics(rows, sim_threshold, change_rate_cutoff) if all("num_words" in r for r in rows) else None
     counts = {"successes": len(successes),
               # Table 3: a success counts only below the change-rate budget
