@@ -132,3 +132,21 @@ def test_bad_arguments_fail_clearly():
         head(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="3 label weights"):
         head(torch.zeros(2, 4), torch.zeros(2, 4))
+
+
+def test_positives_normalization_gives_the_positive_part_the_normal_mass():
+    freqs = [500, 40, 5, 1, 0]
+    stats = _stats(freqs)
+    by_labels, by_positives, raw = PWCBLoss(), PWCBLoss(normalize="positives"), PWCBLoss(normalize=False)
+    for head in (by_labels, by_positives, raw):
+        head.bind(stats)
+    n = torch.tensor(freqs, dtype=torch.float32)
+    assert (n * by_positives.pos_weight).sum().item() == pytest.approx(n.sum().item(), rel=1e-5)
+    # the same spread over labels, only the scale differs
+    ratio = by_positives.pos_weight[:4] / raw.pos_weight[:4]
+    assert torch.allclose(ratio, ratio[:1].expand(4))
+    assert (n * by_labels.pos_weight).sum().item() < 0.5 * n.sum().item()  # head labels dominate the positives
+    assert by_positives.pos_weight[4].item() == 0.0
+    assert PWCBLoss(normalize=True).normalize == "labels" and PWLoss(normalize=False).normalize == "none"
+    with pytest.raises(ValueError, match="normalize"):
+        PWLoss(normalize="mean")
