@@ -133,6 +133,32 @@ def test_checkpoint_state_keeps_its_layout(axml, aplc) -> None:
             model.on_load_checkpoint(checkpoint)
 
 
+
+def test_attentionxml_prior_bias_starts_at_its_loss_prior(demo_texts) -> None:
+    from xmtc.losses import PWCBLoss
+
+    torch.manual_seed(0)
+    tok = WordTokenizer.build(demo_texts[0], max_length=50)
+    stats = _stats(4)
+    model = AttentionXML(tokenizer=tok, label_stats=stats, loss=PWCBLoss(), embedding_dim=8, hidden_size=8,
+                         linear_sizes=[8], prior_bias=True).eval()
+    assert torch.equal(model.label_bias.detach(), model.loss.prior_scores(stats))
+    plain = AttentionXML(tokenizer=tok, label_stats=stats, loss=PWCBLoss(), embedding_dim=8, hidden_size=8,
+                         linear_sizes=[8])
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "label_bias"})
+    with torch.no_grad():
+        inputs = model.encode(demo_texts[1][:3])
+        full = model(inputs)
+        assert torch.allclose(full - plain.eval()(inputs), model.label_bias.expand(3, -1), atol=1e-6)
+        labels = torch.tensor([3, 1])
+        assert torch.allclose(model(inputs, labels), full[:, labels], atol=1e-6)  # label subsets get their biases
+    restored = AttentionXML(vocab_size=len(tok), num_labels=4, embedding_dim=8, hidden_size=8, linear_sizes=[8],
+                            prior_bias=True)
+    model.label_bias.data.add_(1.0)  # a trained bias, not the prior: a checkpoint restores what it holds
+    restored.load_state_dict(model.state_dict())
+    assert torch.equal(restored.label_bias, model.label_bias)
+
+
 # -- any Python callable --
 
 

@@ -150,3 +150,28 @@ def test_positives_normalization_gives_the_positive_part_the_normal_mass():
     assert PWCBLoss(normalize=True).normalize == "labels" and PWLoss(normalize=False).normalize == "none"
     with pytest.raises(ValueError, match="normalize"):
         PWLoss(normalize="mean")
+
+
+@pytest.mark.parametrize("surrogate", ["bce", "squared_hinge"])
+@pytest.mark.parametrize("head", [NormalLoss, PWLoss, PWCBLoss])
+def test_prior_scores_are_the_best_constant_scores(head, surrogate):
+    """The weighted loss of a model that outputs one constant score per label is flat there (gradient 0)."""
+    freqs, n_docs = [60, 12, 3, 1], 80
+    stats = _stats(freqs, n_docs=n_docs)
+    loss = head(surrogate=surrogate)
+    loss.bind(stats)
+    targets = torch.zeros(n_docs, len(freqs))
+    for j, n in enumerate(freqs):
+        targets[:n, j] = 1.0
+    prior = loss.prior_scores(stats).requires_grad_(True)
+    loss(prior.expand(n_docs, -1), targets).backward()
+    assert prior.grad.abs().max().item() < 1e-6
+    moved = (prior.detach() + 0.05).requires_grad_(True)  # and it is a minimum, not any point
+    assert loss(moved.expand(n_docs, -1), targets).item() > loss(prior.detach().expand(n_docs, -1), targets).item()
+    if head is not NormalLoss:  # the weights move the rare labels' starting scores up against the frequent ones'
+        normal = NormalLoss(surrogate=surrogate)
+        normal.bind(stats)
+        shift = loss.prior_scores(stats) - normal.prior_scores(stats)
+        if surrogate == "bce":  # exactly log w_j: monotone like the weights
+            assert torch.allclose(shift, loss.pos_weight.log(), atol=1e-5)
+        assert shift[-1] > shift[0]

@@ -89,6 +89,20 @@ class LossHead(nn.Module):
         """Allocate the weight buffer before a checkpoint's state is loaded into it."""
         self.pos_weight = torch.ones(num_labels, device=self.pos_weight.device)
 
+    def prior_scores(self, stats: LabelStats) -> Tensor:
+        """Each label's best constant score under this head (weights bound): what a model that ignores the text
+        would output, a starting point for output biases. For BCE the logit of w_j n_j / (w_j n_j + N - n_j), for
+        the squared hinge (w_j n_j - (N - n_j)) / (w_j n_j + N - n_j); a label with no weighted positive gets the
+        score of one positive in N + 2 documents, so it stays finite."""
+        if self.pos_weight.numel() != len(stats):
+            raise ValueError(f"loss head has {self.pos_weight.numel()} label weights, the statistics {len(stats)} "
+                             "labels; bind() it first")
+        n = np.asarray(stats.freqs, dtype=np.float64)
+        pos = np.maximum(self.pos_weight.double().cpu().numpy() * n, 1.0 / (stats.num_train_docs + 2.0))
+        neg = np.maximum(stats.num_train_docs - n, 1.0 / (stats.num_train_docs + 2.0))
+        score = np.log(pos) - np.log(neg) if self.surrogate == "bce" else (pos - neg) / (pos + neg)
+        return torch.as_tensor(score, dtype=torch.float32)
+
     def weights(self, label_index: Tensor | slice | None = None) -> Tensor:
         """The positive weights of all labels, or of those ``label_index`` selects (a column subset)."""
         return self.pos_weight if label_index is None else self.pos_weight[label_index]
