@@ -76,6 +76,7 @@ class Scale:
     parts: int | None = None  # fit commands per model and loss, one epoch each; None: the configs' max_epochs
     aplc_model: list[str] = field(default_factory=list)  # APLC-XLNet's overrides of configs/aplc_eurlex_<loss>.yaml
     tokenizer: list[str] = field(default_factory=list)  # python -m xmtc.data.train_tokenizer options
+    loss_args: dict[str, list[str]] = field(default_factory=dict)  # per loss, both models; --loss-args adds to it
     note: str = ""
 
 
@@ -165,11 +166,17 @@ class Steps:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
     def _expected_seconds(self, name: str) -> float:
-        """A fit part is expected to take what the part before it took (0 for the first part and other steps)."""
+        """A fit part is expected to take what the part before it took, or for a first part the longest finished
+        part of the same model (``fit-M-...``); 0 when none is known and for other steps."""
         head, sep, part = name.rpartition("-part")
-        if not sep or not part.isdigit() or part == "1":
+        if not sep or not part.isdigit():
             return 0.0
-        return float(self.steps.get(f"{head}-part{int(part) - 1}", {}).get("seconds", 0.0))
+        before = self.steps.get(f"{head}-part{int(part) - 1}", {}).get("seconds")
+        if before is not None:
+            return float(before)
+        model = "-".join(head.split("-")[:2]) + "-"  # fit-axml-
+        return max((float(s["seconds"]) for n, s in self.steps.items()
+                    if n.startswith(model) and "-part" in n and "seconds" in s), default=0.0)
 
     def step(self, name: str, done: Callable[[], bool], body: Callable[[list[list[str]]], None]) -> None:
         if done():
@@ -252,6 +259,9 @@ class Study(Steps):
         self.tokenizer = getattr(args, "tokenizer", None) or (str(self.out / "tokenizer") if smoke
                                                                else "models/tok-eurlex57k")
         self.models = tuple(getattr(args, "models", None) or MODELS)
+        given = getattr(args, "loss_args", None) or {}
+        self.loss_args = {loss: [*self.scale.loss_args.get(loss, []), *given.get(loss, [])] for loss in LOSSES
+                          if self.scale.loss_args.get(loss) or given.get(loss)}
 
     # -- the data and model arguments every xmtc command of a model and loss shares --
 
@@ -259,9 +269,9 @@ class Study(Steps):
         if model == "aplc":
             return ["--config", f"configs/aplc_eurlex_{loss}.yaml", f"--data.init_args.data_dir={self.a.data}",
                     f"--data.init_args.tokenizer={self.tokenizer}", *self.scale.aplc_model,
-                    *self.a.loss_args.get(loss, [])]
+                    *self.loss_args.get(loss, [])]
         return ["--config", f"configs/axml_eurlex_{loss}.yaml", f"--data.init_args.data_dir={self.a.data}",
-                *self.scale.model, *self.a.loss_args.get(loss, [])]
+                *self.scale.model, *self.loss_args.get(loss, [])]
 
     # -- steps --
 
@@ -368,7 +378,7 @@ class Study(Steps):
         (self.out / "study.json").write_text(json.dumps({
             "scale": self.a.scale, "scale_note": self.scale.note, "data": self.a.data, "masked_lm": self.mlm,
             "mlm_init": None if self.a.masked_lm else self.a.mlm_init, "tokenizer": self.tokenizer,
-            "models": list(self.models), "parts": self.a.parts or self.scale.parts, "loss_args": self.a.loss_args,
+            "models": list(self.models), "parts": self.a.parts or self.scale.parts, "loss_args": self.loss_args,
             "encoder": self.a.encoder, "encoder_path": self.a.encoder_path, "extra": self.a.extra,
             "attack_args": self.a.attack_args,
             "command": " ".join(_quote(x) for x in ["python", "scripts/study_eurlex.py", *sys.argv[1:]])

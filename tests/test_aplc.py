@@ -140,6 +140,17 @@ def test_label_prior_init_starts_every_score_at_its_training_frequency():
     torch.testing.assert_close(head(h, labels), head(h)[:, labels])  # the subset path has the biases too
     with pytest.raises(ValueError, match="label_bias=True"):
         APLCHead(16, 12, cutoffs=[4, 8]).init_label_prior(freqs, num_docs)
+    # with the loss head's weights every label's odds are multiplied by its weight; the roots keep theirs
+    weights = np.linspace(0.5, 4.0, 12)
+    weighted = APLCHead(16, 12, cutoffs=[4, 8], label_bias=True).double()
+    weighted.load_state_dict(head.state_dict())
+    weighted.init_label_prior(freqs, num_docs, weights)
+    odds = lambda b: torch.exp(b)  # noqa: E731
+    torch.testing.assert_close(odds(weighted.head.bias[:4]), odds(head.head.bias[:4]) * torch.from_numpy(weights[:4]))
+    torch.testing.assert_close(weighted.head.bias[4:], head.head.bias[4:])
+    for i, (lo, hi) in enumerate([(4, 8), (8, 12)]):
+        torch.testing.assert_close(odds(weighted.tails[i][-1].bias),
+                                   odds(head.tails[i][-1].bias) * torch.from_numpy(weights[lo:hi]))
 
 
 def _unweighted(surrogate: str = "bce", num_labels: int = 12) -> NormalLoss:

@@ -133,14 +133,15 @@ class APLCXLNet(XMTCModule):
         self.summary = nn.Sequential(nn.Linear(d_model, width), nn.Tanh(), nn.Dropout(summary_dropout))
         self.head = APLCHead(width, self.num_labels, cutoffs=cutoffs, div_value=div_value, head_bias=head_bias,
                              tail_loss=tail_loss, label_bias=prior_bias)
-        if prior_bias and self.label_stats is not None:  # a restored checkpoint overwrites it with its weights
-            self.head.init_label_prior(self.label_stats.freqs, self.label_stats.num_train_docs)
         if self.head.tail_loss == "joint" and self.loss.surrogate != "bce":
             raise ValueError("tail_loss='joint' trains probabilities with cross-entropy; use the bce surrogate or "
                              "tail_loss='conditional' with squared hinge")
         self.max_positives = max_positives
         if self.label_stats is not None:  # the base class bound the weights before the head existed
             self.attach_label_stats(self.label_stats)
+        if prior_bias and self.label_stats is not None:  # a restored checkpoint overwrites it with its weights
+            self.head.init_label_prior(self.label_stats.freqs, self.label_stats.num_train_docs,
+                                       self.loss.weights().double().cpu().numpy())
 
     # -- label statistics: loss weights normalised within the head shortlist and within each cluster --
 

@@ -135,11 +135,13 @@ class APLCHead(nn.Module):
         self.register_buffer("_bounds", torch.tensor(self.bounds), persistent=False)
 
     @torch.no_grad()
-    def init_label_prior(self, freqs: np.ndarray, num_docs: int) -> None:
+    def init_label_prior(self, freqs: np.ndarray, num_docs: int, weights: np.ndarray | None = None) -> None:
         """Output biases at the training label prior, so training starts from it instead of learning it.
 
         Head label j: logit(n_j / N). Root of cluster c: logit(q_c), q_c = 1 - prod_{j in c} (1 - n_j / N)
         (labels taken as independent). Tail label j in c: logit of its conditional frequency, n_j / (N q_c).
+        ``weights``: the loss head's positive weights w_j; a label's bias then moves by log w_j, to the best
+        constant logit of the weighted BCE (its odds times w_j); the roots are no labels and keep theirs.
         """
         if self.head.bias is None or any(t[-1].bias is None for t in self.tails):
             raise ValueError("init_label_prior needs the head built with label_bias=True")
@@ -150,10 +152,15 @@ class APLCHead(nn.Module):
         q = np.array([1.0 - np.exp(np.log1p(-p[a:b]).sum()) for a, b in zip(self.bounds[1:], self.bounds[2:],
                                                                               strict=False)])
         q = np.clip(q, eps, 1.0 - eps)
+        shift = np.zeros(self.num_labels) if weights is None else np.log(np.maximum(weights, eps))
+        if len(shift) != self.num_labels:
+            raise ValueError(f"{len(shift)} label weights for {self.num_labels} labels")
         self.head.bias.copy_(prior_logit(np.concatenate([p[:self.shortlist], q])))
+        self.head.bias[:self.shortlist] += torch.from_numpy(shift[:self.shortlist]).float()
         for i, tail in enumerate(self.tails):
             a, b = self.bounds[i + 1], self.bounds[i + 2]
-            tail[-1].bias.copy_(prior_logit(np.clip(p[a:b] / q[i], eps, 1.0 - eps)))
+            conditional = prior_logit(np.clip(p[a:b] / q[i], eps, 1.0 - eps))
+            tail[-1].bias.copy_(conditional + torch.from_numpy(shift[a:b]).float())
 
     # -- scoring --
 
