@@ -4,6 +4,7 @@ variant, and their validation P@5 (and PSP@5) after every epoch as a Markdown ta
 
     python scripts/probe_losses.py                    # all variants, 4 epochs each (~5 min per fit on 1 core)
     python scripts/probe_losses.py --only pwcb pwcb-pos-bias --epochs 8
+    python scripts/probe_losses.py --ceiling logs/demo_axml/RUN/checkpoints/last.ckpt   # what the weights allow
 
 A fit whose metrics.csv exists is not run again (delete its folder under --out to rerun it), so a stopped probe
 resumes. The study (scripts/study_eurlex.py) takes its loss settings from what this measures: the issue asks for
@@ -63,12 +64,59 @@ def curve(metrics: Path, key: str) -> list[float]:
         return [100 * float(r[key]) for r in csv.DictReader(f) if r.get(key)]
 
 
+def ceiling(ckpt: str, data: str, split: str = "test", batch_size: int = 256) -> str:
+    """P@5 and PSP@5 of a normal-loss model's scores re-ranked as a reweighted loss's optimum ranks them.
+
+    The weighted BCE's best score for label j is its odds times w_j (the weights only move the positives), so
+    ranking the normal model's odds times each head's normalised weights shows what the weights cost in P@5 for a
+    model that knows what this one knows: an upper bound on how close a reweighted loss can get, whatever its
+    training budget."""
+    import numpy as np
+    import torch
+
+    from xmtc.attack.targets import checkpoint_class
+    from xmtc.data.readers import read_split
+    from xmtc.losses import NormalLoss, PWCBLoss, PWLoss
+    from xmtc.metrics import precision_at_k, psp_at_k
+
+    model = checkpoint_class(ckpt, None).load_from_checkpoint(ckpt, map_location="cpu").eval()
+    stats = model.label_stats
+    texts_labels = read_split(data, split)
+    index = {label: i for i, label in enumerate(stats.label_ids)}
+    targets = torch.zeros(len(texts_labels.texts), len(index))
+    for row, labels in enumerate(texts_labels.labels):
+        targets[row, [index[x] for x in labels if x in index]] = 1.0
+    with torch.no_grad():
+        scores = torch.cat([model.score_texts(texts_labels.texts[i:i + batch_size], batch_size=batch_size).float()
+                            for i in range(0, len(texts_labels.texts), batch_size)])
+    p = scores if float(scores.min()) >= 0 and float(scores.max()) <= 1 else torch.sigmoid(scores)
+    log_odds = torch.logit(p.double(), eps=1e-7)
+    inv_p = torch.as_tensor(np.asarray(stats.inv_propensity), dtype=torch.float32)
+    rows = ["| ranking | P@5 | share of normal's | PSP@5 |", "|---|---:|---:|---:|"]
+    base = None
+    for name, head in [("normal", NormalLoss()), ("PW", PWLoss()), ("PW-cb (beta 0.9)", PWCBLoss(0.9)),
+                       ("PW-cb (beta 0.99)", PWCBLoss(0.99)), ("PW-cb (beta 0.999)", PWCBLoss(0.999))]:
+        head.bind(stats)
+        ranked = (log_odds + head.pos_weight.double().clamp_min(1e-12).log()).float()
+        p5 = 100 * float(precision_at_k(ranked, targets, 5))
+        base = base or p5
+        psp5 = 100 * float(psp_at_k(ranked, targets, inv_p, 5))
+        rows.append(f"| {name} | {p5:.1f} | {100 * p5 / base:.0f}% | {psp5:.1f} |")
+    table = "\n".join(rows)
+    print(f"{ckpt} on the {split} split of {data} ({len(targets)} documents):\n{table}")
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--out", default="logs/probe-losses")
+    p.add_argument("--ceiling", metavar="CKPT", help="only re-rank CKPT's scores as each loss's optimum would")
+    p.add_argument("--data", default="data/eurlex57k-demo", help="the dataset --ceiling scores")
     a = p.parse_args(argv)
+    if a.ceiling:
+        return ceiling(a.ceiling, a.data)
     out = Path(a.out)
     rows = ["| variant | val P@5 by epoch | val PSP@5 by epoch | last P@5 / normal's |", "|---|---|---|---:|"]
     curves = {name: fit(name, out, a.epochs) for name in a.only}
