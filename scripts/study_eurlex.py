@@ -548,8 +548,24 @@ def _fit_progress(root: Path) -> str:
         return "-"
     steps = max(int(r["step"]) for r in rows if r.get("step"))
     epochs = max(int(r["epoch"]) for r in rows if r.get("epoch"))
-    best = max((float(r["val/nDCG@5"]) for r in rows if r.get("val/nDCG@5")), default=float("nan"))
-    return f"{steps + 1} steps, epoch {epochs + 1}, best val nDCG@5 {100 * best:.2f}"
+    best = max((float(r["val/nDCG@5"]) for r in rows if r.get("val/nDCG@5")), default=None)
+    return (f"{steps + 1} steps, epoch {epochs + 1}, best val nDCG@5 "
+            + ("- (not validated yet)" if best is None else f"{100 * best:.2f}"))
+
+
+def _status(study: dict[str, Any], steps: dict[str, Any]) -> str:
+    """How far the run has got: steps done of the steps its plan has (study.json's models and parts)."""
+    models, parts = study.get("models") or list(MODELS), study.get("parts") or 1
+    plan = (["mlm"] if study.get("mlm_init") else []) + (["tokenizer"] if "aplc" in models else [])
+    fits = [f"fit-{m}-{loss}-part{i}" for i in range(1, parts + 1) for m in models for loss in LOSSES]
+    plan += fits + [f"test-{m}-{loss}" for m in models for loss in LOSSES] + ["bins"]
+    plan += [f"attack-{m}-{a}" for m in models for a in ATTACKS]
+    done = [name for name in plan if "seconds" in steps.get(name, {})]
+    if len(done) == len(plan):
+        return "**Status: complete.**"
+    left = next(name for name in plan if name not in done)
+    return (f"**Status: in progress**, {len(done)} of {len(plan)} steps done ({sum(f in done for f in fits)} of "
+            f"{len(fits)} fit parts); next: `{left}`. This page is rewritten whenever the run stops or ends.")
 
 
 def _pct(x: float | None) -> str:
@@ -896,6 +912,8 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
         f"files of its run directory `{rel}`; rerunning the command regenerates this page (every step whose "
         "output exists is skipped). Scale: "
         f"**{study.get('scale', '?')}**: {study.get('scale_note', '')}.",
+        "",
+        _status(study, steps),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {_gpu()}, Python {platform.python_version()}, "
         f"torch {_version('torch')}, lightning {_version('lightning')}; report written "

@@ -142,6 +142,9 @@ def test_report_from_run_files_tables_and_verdicts(study, tmp_path, monkeypatch)
     assert "| AttentionXML | pw | 2000 steps, epoch 2, best val nDCG@5 25.00 | 61.00 | - | 42.00 | 50.00 | - | - | " \
            "33.00 |" in text
     assert "pw: `--model.init_args.optimizer.init_args.lr=0.004`" in text
+    # the plan of study.json (two models, one part each, the tokenizer for APLC-XLNet): 22 steps, the crashed
+    # attack not done
+    assert "**Status: in progress**, 1 of 22 steps done (1 of 6 fit parts); next: `tokenizer`." in text
     # validation curves after each part, the last part's gain and the 80% condition
     assert "| 1000 | 30.00 | 20.00 | 31.00 |" in text and "| 2000 | 40.00 | 25.00 | 33.00 |" in text
     assert "normal: the last part added +10.00 points (still rising)" in text
@@ -298,3 +301,4 @@ def test_study_pipeline_on_toy_data_resumes_and_reports(study, tmp_path, tiny_at
     (out / "study_eurlex.md").unlink()
     study.main([*_args(data, out, mlm, encoder)[:8], "--report-only"])
     assert "## Table 3" in (out / "study_eurlex.md").read_text()
+    assert "**Status: complete.**" in (out / "study_eurlex.md").read_text()
