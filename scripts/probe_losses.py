@@ -42,20 +42,32 @@ VARIANTS: dict[str, tuple[str, str, list[str]]] = {
 }
 
 
-def fit(name: str, out: Path, epochs: int) -> Path:
+CONFIGS = {"axml": "configs/demo_axml.yaml", "aplc": "configs/demo_aplc.yaml"}
+
+
+def fit(name: str, out: Path, epochs: int, model: str = "axml", code: Path = REPO) -> Path:
+    """One fit of a variant; ``code``: another checkout of xmtc to run it with (an A/B against older code), the
+    data, tokenizer and output paths staying this repository's."""
     loss, normalize, extra = VARIANTS[name]
-    metrics = out / name / "v" / "metrics.csv"
+    label = name if model == "axml" else f"{model}-{name}"
+    if code != REPO:
+        label += f"-{code.name}"
+    metrics = out / label / "v" / "metrics.csv"
     if metrics.exists():
         return metrics
-    argv = [sys.executable, "-m", "xmtc", "fit", "--config", "configs/demo_axml.yaml",
+    out = out.resolve()
+    paths = [f"--data.init_args.data_dir={REPO / 'data/eurlex57k-demo'}"]
+    if model == "aplc":
+        paths.append(f"--data.init_args.tokenizer={REPO / 'models/tok-eurlex57k-demo'}")
+    argv = [sys.executable, "-m", "xmtc", "fit", "--config", CONFIGS[model], *paths,
             f"--model.init_args.loss=xmtc.losses.{LOSS[loss]}",
             f"--model.init_args.loss.init_args.normalize={normalize}", *extra,
             "--trainer.callbacks=null", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
             f"--trainer.max_epochs={epochs}", f"--trainer.logger.init_args.save_dir={out}",
-            f"--trainer.logger.init_args.name={name}", "--trainer.logger.init_args.version=v"]
-    print(f"[probe] {name}: {' '.join(argv[1:])}", flush=True)
-    subprocess.run(argv, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"},
-                   stdout=subprocess.DEVNULL)
+            f"--trainer.logger.init_args.name={label}", "--trainer.logger.init_args.version=v"]
+    print(f"[probe] {label}: {' '.join(argv[1:])}", flush=True)
+    subprocess.run(argv, cwd=code, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline",
+                                                    "PYTHONPATH": str(code)}, stdout=subprocess.DEVNULL)
     return metrics
 
 
@@ -111,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--model", choices=sorted(CONFIGS), default="axml")
+    p.add_argument("--code", default=str(REPO), help="run the fits with this checkout of xmtc (A/B against older code)")
     p.add_argument("--out", default="logs/probe-losses")
     p.add_argument("--ceiling", metavar="CKPT", help="only re-rank CKPT's scores as each loss's optimum would")
     p.add_argument("--data", default="data/eurlex57k-demo", help="the dataset --ceiling scores")
@@ -119,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         return ceiling(a.ceiling, a.data)
     out = Path(a.out)
     rows = ["| variant | val P@5 by epoch | val PSP@5 by epoch | last P@5 / normal's |", "|---|---|---|---:|"]
-    curves = {name: fit(name, out, a.epochs) for name in a.only}
+    curves = {name: fit(name, out, a.epochs, a.model, Path(a.code).resolve()) for name in a.only}
     normal = curve(curves["normal"], "val/P@5")[-1] if "normal" in curves else None
     for name, metrics in curves.items():
         p5, psp5 = curve(metrics, "val/P@5"), curve(metrics, "val/PSP@5")
