@@ -89,6 +89,13 @@ clean:
 # where the next run goes on. STUDY_SCALE=cpu (8 parts of 1,000 steps per model and loss, ~25-30 minutes a part on
 # 2 cores: about 20 hours of training, then the attacks at 200 pairs per bin), paper (the configs as they are, GPUs)
 # or smoke (minutes, numbers meaningless); STUDY_ARGS for more options (scripts/study_eurlex.py --help).
+# How fast each loss head learns (docs/reweighted_losses.md): 4-epoch demo fits per variant, validation P@5 per
+# epoch; a variant whose metrics exist in logs/probe-losses is not fitted again. About 5 minutes a fit on 1 core.
+.PHONY: probe-losses
+probe-losses: $(VENV)/.installed models/tok-eurlex57k-demo/tokenizer.json
+	$(PY) scripts/probe_losses.py $(PROBE_ARGS)
+	$(PY) scripts/probe_losses.py --model aplc --only normal pw pw-pos pwcb pwcb-pos $(PROBE_ARGS)
+
 STUDY_SCALE ?= cpu
 STUDY_ARGS ?=
 .PHONY: study-eurlex

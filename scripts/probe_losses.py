@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 LOSS = {"normal": "NormalLoss", "pw": "PWLoss", "pwcb": "PWCBLoss"}
 BIAS = "--model.init_args.prior_bias=true"
-W2V = "--model.init_args.word_vectors=models/w2v-eurlex57k-demo.txt"  # python -m xmtc.data.train_word_vectors
+W2V_FILE = "models/w2v-eurlex57k-demo.txt"  # made by python -m xmtc.data.train_word_vectors when missing
+W2V = f"--model.init_args.word_vectors={W2V_FILE}"
 
 #: name -> (loss, normalize, extra overrides)
 VARIANTS: dict[str, tuple[str, str, list[str]]] = {
@@ -55,6 +56,9 @@ def fit(name: str, out: Path, epochs: int, model: str = "axml", code: Path = REP
     metrics = out / label / "v" / "metrics.csv"
     if metrics.exists():
         return metrics
+    if W2V in extra and not (REPO / W2V_FILE).exists():
+        subprocess.run([sys.executable, "-m", "xmtc.data.train_word_vectors", "--data", "data/eurlex57k-demo",
+                        "--output", W2V_FILE, "--workers", "1"], cwd=REPO, check=True)
     out = out.resolve()
     paths = [f"--data.init_args.data_dir={REPO / 'data/eurlex57k-demo'}"]
     if model == "aplc":
