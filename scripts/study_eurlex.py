@@ -827,20 +827,22 @@ def curve_lines(curves: dict[str, list[tuple[int, float]]], name: str) -> list[s
     for step in steps:
         lines.append(f"| {step} | " + " | ".join(_pct(dict(curves[loss]).get(step)) for loss in LOSSES) + " |")
     lines.append("")
-    last = {loss: c[-1][1] for loss, c in curves.items() if c}
     notes = []
     for loss, c in curves.items():
         if len(c) >= 2:
             gain = c[-1][1] - c[-2][1]
             state = "still rising" if gain > 0.005 else "flat" if gain >= -0.005 else "falling"
             notes.append(f"{loss}: the last part added {100 * gain:+.2f} points ({state})")
-    if "normal" in last and last["normal"] > 0:
-        for loss in ("pw", "pwcb"):
-            if loss in last:
-                share = last[loss] / last["normal"]
-                ok = "reaches" if share >= REWEIGHTED_SHARE else "**does not reach**"
-                notes.append(f"{loss} at {100 * share:.0f}% of normal's ({ok} the {100 * REWEIGHTED_SHARE:.0f}% "
-                             "set for comparing the losses)")
+    normal = {step: value for step, value in curves.get("normal", []) if value > 0}
+    for loss in ("pw", "pwcb"):  # at the same step: a run stopped between parts has losses at different steps
+        shared = [(step, value) for step, value in curves.get(loss, []) if step in normal]
+        if shared:
+            step, value = shared[-1]
+            share = value / normal[step]
+            ok = "reaches" if share >= REWEIGHTED_SHARE else "**does not reach**"
+            at = "" if step == steps[-1] else f" at step {step}, the last both have"
+            notes.append(f"{loss} at {100 * share:.0f}% of normal's{at} ({ok} the {100 * REWEIGHTED_SHARE:.0f}% "
+                         "set for comparing the losses)")
     return lines + (["; ".join(notes) + ".", ""] if notes else [])
 
 

@@ -302,3 +302,12 @@ def test_study_pipeline_on_toy_data_resumes_and_reports(study, tmp_path, tiny_at
     study.main([*_args(data, out, mlm, encoder)[:8], "--report-only"])
     assert "## Table 3" in (out / "study_eurlex.md").read_text()
     assert "**Status: complete.**" in (out / "study_eurlex.md").read_text()
+
+
+def test_reweighted_share_is_taken_at_a_step_both_runs_have(study):
+    """A run stopped between parts leaves normal a part ahead: the 80% check compares the same step."""
+    curves = {"normal": [(1000, 0.20), (2000, 0.36)], "pw": [(1000, 0.19)], "pwcb": [(1000, 0.15), (2000, 0.30)]}
+    text = "\n".join(study.curve_lines(curves, "AttentionXML"))
+    assert "pw at 95% of normal's at step 1000, the last both have (reaches the 80%" in text
+    assert "pwcb at 83% of normal's (reaches the 80%" in text
+    assert "| 2000 | 36.00 | - | 30.00 |" in text
