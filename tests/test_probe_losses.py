@@ -3,27 +3,20 @@ loss head's weights) against a hand computation on a model whose scores are its 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from toydata import REPO
+from toydata import REPO, load_script
 
-SCRIPT = REPO / "scripts" / "probe_losses.py"
 FREQS = [40, 30, 22, 15, 11, 8, 6, 4, 3, 2, 1, 1]  # training documents per label l0..l11
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe_losses", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["probe_losses"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_losses")
 
 
 def test_table_from_run_files_without_fitting_again(probe, tmp_path):

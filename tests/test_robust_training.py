@@ -3,26 +3,18 @@ clean counterpart, success per bin with intervals, and paired (same-pair) differ
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from toydata import REPO
+from toydata import load_script
 
 from xmtc.attack.report import summarize, wilson_interval
-
-SCRIPT = REPO / "scripts" / "robust_training.py"
 
 
 @pytest.fixture(scope="module")
 def robust():
-    spec = importlib.util.spec_from_file_location("robust_training", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["robust_training"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("robust_training")
 
 
 def _row(model: str, bin_name: str, doc: int, success: bool) -> dict:

@@ -119,11 +119,9 @@ def test_summary_csv_appends_under_its_own_header(tmp_path):
 def test_show_robustness_prints_intervals_for_new_and_old_files(tmp_path, capsys):
     """scripts/show_robustness.py (the demo's closing table): Wilson intervals from the file's bounds, or from its
     rates and n for a file written before them."""
-    import importlib.util
+    from toydata import load_script
 
-    spec = importlib.util.spec_from_file_location("show_robustness", REPO / "scripts" / "show_robustness.py")
-    show = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(show)
+    show = load_script("show_robustness")
     lo1, hi1 = wilson_interval(3, 4)
     lo2, hi2 = wilson_interval(1, 4)
     new = {"global_step": 7, "epoch": 0, "kind": "positive", "bin": "2-9", "freq_low": 2, "freq_high": 9,

@@ -3,28 +3,21 @@ corpus (CI has no EURLEX57K), resume included."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from toydata import REPO, write_axml
+from toydata import REPO, load_script, write_axml
 
 from xmtc.attack.report import wilson_interval
 
-SCRIPT = REPO / "scripts" / "study_eurlex.py"
 PARTS = 4  # fit parts of the smoke pipeline (one toy epoch each): the toy models need a few epochs to learn
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("study_eurlex", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["study_eurlex"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("study_eurlex")
 
 
 def _args(data: Path, out: Path, mlm: Path, encoder: Path) -> list[str]:
