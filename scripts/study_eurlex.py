@@ -555,9 +555,10 @@ def _fit_progress(root: Path) -> str:
 
 def _status(study: dict[str, Any], steps: dict[str, Any]) -> str:
     """How far the run has got: steps done of the steps its plan has (study.json's models and parts)."""
-    models, parts = study.get("models") or list(MODELS), study.get("parts") or 1
+    models, parts = study.get("models") or list(MODELS), study.get("parts", 1)  # null: the paper scale
     plan = (["mlm"] if study.get("mlm_init") else []) + (["tokenizer"] if "aplc" in models else [])
-    fits = [f"fit-{m}-{loss}-part{i}" for i in range(1, parts + 1) for m in models for loss in LOSSES]
+    fits = ([f"fit-{m}-{loss}-part{i}" for i in range(1, parts + 1) for m in models for loss in LOSSES] if parts
+            else [f"fit-{m}-{loss}" for m in models for loss in LOSSES])  # the paper scale: one fit command each
     plan += fits + [f"test-{m}-{loss}" for m in models for loss in LOSSES] + ["bins"]
     plan += [f"attack-{m}-{a}" for m in models for a in ATTACKS]
     done = [name for name in plan if "seconds" in steps.get(name, {})]

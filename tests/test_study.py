@@ -304,3 +304,15 @@ def test_reweighted_share_is_taken_at_a_step_both_runs_have(study):
     assert "pw at 95% of normal's at step 1000, the last both have (reaches the 80%" in text
     assert "pwcb at 83% of normal's (reaches the 80%" in text
     assert "| 2000 | 36.00 | - | 30.00 |" in text
+
+
+def test_status_follows_the_plan_of_study_json(study):
+    done = {"seconds": 1.0}
+    paper = {"models": ["axml"], "parts": None, "mlm_init": "minilm"}  # one fit command per model and loss
+    assert study._status(paper, {"mlm": done, "fit-axml-normal": done}) == (
+        "**Status: in progress**, 2 of 12 steps done (1 of 3 fit parts); next: `fit-axml-pw`. This page is "
+        "rewritten whenever the run stops or ends.")
+    parts = {"models": ["axml"], "parts": 2, "mlm_init": None}
+    assert "1 of 14 steps done (1 of 6 fit parts); next: `fit-axml-pw-part1`" in study._status(
+        parts, {"fit-axml-normal-part1": done, "fit-axml-pw-part1": {"seconds_before_resume": 9.0}})
+
