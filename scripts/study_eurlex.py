@@ -149,7 +149,8 @@ class StepFailed(RuntimeError):
 
 class OutOfTime(RuntimeError):
     """The run's --hours are spent: the study stops where a rerun resumes (a fit part is not started unless the
-    time left holds the previous part's wall-clock; an attack is stopped and resumes from its results.jsonl)."""
+    time left holds the wall-clock of the model's latest part; an attack is stopped and resumes from its
+    results.jsonl)."""
 
 
 class Steps:
@@ -170,17 +171,15 @@ class Steps:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
     def _expected_seconds(self, name: str) -> float:
-        """A fit part is expected to take what the part before it took, or for a first part the longest finished
-        part of the same model (``fit-M-...``); 0 when none is known and for other steps."""
+        """A fit part is expected to take what the model's most recently finished part (``fit-M-...``, any loss)
+        took: the parts of a model are alike, and the latest reflects how busy the cores are now (an earlier part
+        run beside other jobs took twice as long). 0 when none is known and for other steps."""
         head, sep, part = name.rpartition("-part")
         if not sep or not part.isdigit():
             return 0.0
-        before = self.steps.get(f"{head}-part{int(part) - 1}", {}).get("seconds")
-        if before is not None:
-            return float(before)
         model = "-".join(head.split("-")[:2]) + "-"  # fit-axml-
-        return max((float(s["seconds"]) for n, s in self.steps.items()
-                    if n.startswith(model) and "-part" in n and "seconds" in s), default=0.0)
+        finished = [s for n, s in self.steps.items() if n.startswith(model) and "-part" in n and "seconds" in s]
+        return float(max(finished, key=lambda s: s.get("finished", ""))["seconds"]) if finished else 0.0
 
     def step(self, name: str, done: Callable[[], bool], body: Callable[[list[list[str]]], None]) -> None:
         if done():
@@ -553,19 +552,24 @@ def _fit_progress(root: Path) -> str:
             + ("- (not validated yet)" if best is None else f"{100 * best:.2f}"))
 
 
-def _status(study: dict[str, Any], steps: dict[str, Any]) -> str:
-    """How far the run has got: steps done of the steps its plan has (study.json's models and parts)."""
-    models, parts = study.get("models") or list(MODELS), study.get("parts", 1)  # null: the paper scale
-    plan = (["mlm"] if study.get("mlm_init") else []) + (["tokenizer"] if "aplc" in models else [])
+def plan(models: Sequence[str], parts: int | None, mlm: bool) -> list[str]:
+    """The names of the steps ``Study.all`` runs, in its order (the pipeline test holds the two together)."""
     fits = ([f"fit-{m}-{loss}-part{i}" for i in range(1, parts + 1) for m in models for loss in LOSSES] if parts
             else [f"fit-{m}-{loss}" for m in models for loss in LOSSES])  # the paper scale: one fit command each
-    plan += fits + [f"test-{m}-{loss}" for m in models for loss in LOSSES] + ["bins"]
-    plan += [f"attack-{m}-{a}" for m in models for a in ATTACKS]
-    done = [name for name in plan if "seconds" in steps.get(name, {})]
-    if len(done) == len(plan):
+    return [*(["mlm"] if mlm else []), *(["tokenizer"] if "aplc" in models else []), *fits,
+            *(f"test-{m}-{loss}" for m in models for loss in LOSSES), "bins",
+            *(f"attack-{m}-{a}" for m in models for a in ATTACKS)]
+
+
+def _status(study: dict[str, Any], steps: dict[str, Any]) -> str:
+    """How far the run has got: steps done of the steps its plan has (study.json's models and parts)."""
+    names = plan(study.get("models") or list(MODELS), study.get("parts", 1), bool(study.get("mlm_init")))
+    fits = [name for name in names if name.startswith("fit-")]
+    done = [name for name in names if "seconds" in steps.get(name, {})]
+    if len(done) == len(names):
         return "**Status: complete.**"
-    left = next(name for name in plan if name not in done)
-    return (f"**Status: in progress**, {len(done)} of {len(plan)} steps done ({sum(f in done for f in fits)} of "
+    left = next(name for name in names if name not in done)
+    return (f"**Status: in progress**, {len(done)} of {len(names)} steps done ({sum(f in done for f in fits)} of "
             f"{len(fits)} fit parts); next: `{left}`. This page is rewritten whenever the run stops or ends.")
 
 

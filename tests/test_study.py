@@ -209,8 +209,8 @@ def test_figure2_redrawn_from_a_one_model_report_of_before(study, tmp_path):
 
 
 def test_time_budget_stops_where_a_rerun_resumes(study, tmp_path):
-    """--hours: a fit part whose predecessor (or, for a first part, the model's longest part) took longer than the
-    time left is not started; a running command is
+    """--hours: a fit part is not started when the model's most recently finished part took longer than the time
+    left; a running command is
     stopped at the deadline; both end the run with OutOfTime (the report is then written from what is done)."""
     import argparse
     import time
@@ -224,7 +224,7 @@ def test_time_budget_stops_where_a_rerun_resumes(study, tmp_path):
     ran = []
     with pytest.raises(study.OutOfTime, match="fit-axml-pw-part2 would not finish"):
         s.step("fit-axml-pw-part2", lambda: False, lambda c: ran.append("part2"))
-    # a first part is expected to take what the model's parts took: not started either
+    # a first part is expected to take what the model's parts take: not started either
     with pytest.raises(study.OutOfTime, match="fit-axml-normal-part1 would not finish"):
         s.step("fit-axml-normal-part1", lambda: False, lambda c: ran.append("normal"))
     s.step("fit-aplc-normal-part1", lambda: False, lambda c: ran.append("aplc"))  # nothing known: started
@@ -235,6 +235,15 @@ def test_time_budget_stops_where_a_rerun_resumes(study, tmp_path):
                lambda c: s.run(c, ["-c", "import time; time.sleep(60)", "sleeping"]))
     assert time.monotonic() - began < 30
     assert "seconds_before_resume" in json.loads((out / "steps.json").read_text())["attack-axml-positive"]
+
+    # the latest part sets the estimate, not the part's own predecessor: part 1 ran beside other jobs, part 2 of
+    # another loss on idle cores
+    (out / "steps.json").write_text(json.dumps({
+        "fit-axml-pw-part1": {"seconds": 7200.0, "commands": [], "finished": "2026-11-21T10:00:00"},
+        "fit-axml-normal-part2": {"seconds": 60.0, "commands": [], "finished": "2026-11-21T13:00:00"}}))
+    s = study.Study(argparse.Namespace(**{**vars(args), "hours": 1.0}))
+    s.step("fit-axml-pw-part2", lambda: False, lambda c: ran.append("pw part2"))
+    assert ran == ["aplc", "pw part2"]
 
 
 @pytest.mark.slow
@@ -254,6 +263,7 @@ def test_study_pipeline_on_toy_data_resumes_and_reports(study, tmp_path, tiny_at
              *(f"attack-{m}-{a}" for m in models
                for a in ("positive", "negative-clusters", "negative-no-clusters", "compare-losses"))]
     assert list(steps) == names  # the mlm step is skipped: a masked LM was given
+    assert study.plan(models, PARTS, mlm=False) == names  # the plan the report's status line counts
     for m in models:  # part i trains to epoch i from part i - 1's last.ckpt
         part2 = steps[f"fit-{m}-pw-part2"]["commands"][0]
         assert "--trainer.max_epochs=2" in part2 and f"train/{m}/pw/fit-1/checkpoints/last.ckpt" in part2
