@@ -325,4 +325,3 @@ def test_status_follows_the_plan_of_study_json(study):
     parts = {"models": ["axml"], "parts": 2, "mlm_init": None}
     assert "1 of 14 steps done (1 of 6 fit parts); next: `fit-axml-pw-part1`" in study._status(
         parts, {"fit-axml-normal-part1": done, "fit-axml-pw-part1": {"seconds_before_resume": 9.0}})
-

@@ -18,6 +18,8 @@ def load_script(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
 DEMO = REPO / "data" / "eurlex57k-demo"
 
 # A toy corpus in which single words decide labels, so a model can learn it in seconds.
