@@ -56,7 +56,10 @@ MODELS = ("axml", "aplc")
 MODEL_NAMES = {"axml": "AttentionXML", "aplc": "APLC-XLNet"}
 METRICS = ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@3", "PSP@5")
 MIN_BINS = 5
-ATTACKS = ("positive", "negative-clusters", "negative-no-clusters", "compare-losses")
+# the attack runs per model: (kinds, negative label clusters, the loss comparison)
+ATTACK_SETTINGS = {"positive": ("[positive]", True, False), "negative-clusters": ("[negative]", True, False),
+                   "negative-no-clusters": ("[negative]", False, False), "compare-losses": ("[positive]", True, True)}
+ATTACKS = tuple(ATTACK_SETTINGS)
 REWEIGHTED_SHARE = 0.8  # PW and PW-cb are compared once their validation P@5 reaches this share of normal's
 Z95, Z80 = 1.959964, 0.841621  # two-sided 95%; power 80%: the detectable effect is (Z95 + Z80) standard errors
 
@@ -377,6 +380,20 @@ class Study(Steps):
             argv.append(f"--compare={{pw: {self.ckpt('pw', model)}, pwcb: {self.ckpt('pwcb', model)}}}")
         self.step(f"attack-{model}-{name}", (out / "summary.json").exists, lambda c: self.run(c, argv))
 
+    def run_step(self, name: str) -> None:
+        """The step ``name`` of ``plan()``."""
+        if name in ("mlm", "tokenizer", "bins"):
+            {"mlm": self.mlm_step, "tokenizer": self.tokenizer_step, "bins": self.bins_step}[name]()
+            return
+        kind, model, rest = name.split("-", 2)
+        if kind == "fit":
+            loss, _, part = rest.partition("-part")
+            self.fit_step(loss, model, only_part=int(part) if part else None)
+        elif kind == "test":
+            self.test_step(rest, model)
+        else:
+            self.attack_step(rest, *ATTACK_SETTINGS[rest], model=model)
+
     def all(self) -> Path:
         (self.out / "study.json").write_text(json.dumps({
             "scale": self.a.scale, "scale_note": self.scale.note, "data": self.a.data, "masked_lm": self.mlm,
@@ -388,24 +405,8 @@ class Study(Steps):
             if not self.a.in_process else None}, indent=2))
         stopped = None
         try:
-            self.mlm_step()
-            if "aplc" in self.models:
-                self.tokenizer_step()
-            # part by part, model by model: an early stop leaves every run of a model at about the same budget
-            parts = self.a.parts or self.scale.parts
-            for part in range(1, (parts or 1) + 1):
-                for model in self.models:
-                    for loss in LOSSES:
-                        self.fit_step(loss, model, only_part=part if parts else None)
-            for model in self.models:
-                for loss in LOSSES:
-                    self.test_step(loss, model)
-            self.bins_step()
-            for model in self.models:
-                self.attack_step("positive", "[positive]", clusters=True, compare=False, model=model)
-                self.attack_step("negative-clusters", "[negative]", clusters=True, compare=False, model=model)
-                self.attack_step("negative-no-clusters", "[negative]", clusters=False, compare=False, model=model)
-                self.attack_step("compare-losses", "[positive]", clusters=True, compare=True, model=model)
+            for name in plan(self.models, self.a.parts or self.scale.parts, mlm=not self.a.masked_lm):
+                self.run_step(name)
         except OutOfTime as e:
             stopped = str(e)
         report = Path(self.a.report) if self.a.report else (
@@ -553,11 +554,13 @@ def _fit_progress(root: Path) -> str:
 
 
 def plan(models: Sequence[str], parts: int | None, mlm: bool) -> list[str]:
-    """The names of the steps ``Study.all`` runs, in its order (the pipeline test holds the two together)."""
-    fits = ([f"fit-{m}-{loss}-part{i}" for i in range(1, parts + 1) for m in models for loss in LOSSES] if parts
+    """The names of the steps ``Study.all`` runs, in order. One run at a time (all parts of a model and loss, then
+    the next): a stop leaves at most one run unfinished, the only one whose optimizer state must be kept (the
+    durable store, ``--store``). The masked LM is made when the attacks need it, not before the fits."""
+    fits = ([f"fit-{m}-{loss}-part{i}" for m in models for loss in LOSSES for i in range(1, parts + 1)] if parts
             else [f"fit-{m}-{loss}" for m in models for loss in LOSSES])  # the paper scale: one fit command each
-    return [*(["mlm"] if mlm else []), *(["tokenizer"] if "aplc" in models else []), *fits,
-            *(f"test-{m}-{loss}" for m in models for loss in LOSSES), "bins",
+    return [*(["tokenizer"] if "aplc" in models else []), *fits,
+            *(f"test-{m}-{loss}" for m in models for loss in LOSSES), "bins", *(["mlm"] if mlm else []),
             *(f"attack-{m}-{a}" for m in models for a in ATTACKS)]
 
 

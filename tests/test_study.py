@@ -257,8 +257,8 @@ def test_study_pipeline_on_toy_data_resumes_and_reports(study, tmp_path, tiny_at
 
     steps = json.loads((out / "steps.json").read_text())
     models, losses = ("axml", "aplc"), ("normal", "pw", "pwcb")
-    # part by part: every run of a model has the same budget wherever a time-limited run stops
-    names = ["tokenizer", *(f"fit-{m}-{loss}-part{i}" for i in range(1, PARTS + 1) for m in models for loss in losses),
+    # one run at a time, all its parts: a stop leaves at most one run unfinished
+    names = ["tokenizer", *(f"fit-{m}-{loss}-part{i}" for m in models for loss in losses for i in range(1, PARTS + 1)),
              *(f"test-{m}-{loss}" for m in models for loss in losses), "bins",
              *(f"attack-{m}-{a}" for m in models
                for a in ("positive", "negative-clusters", "negative-no-clusters", "compare-losses"))]
@@ -323,5 +323,7 @@ def test_status_follows_the_plan_of_study_json(study):
         "**Status: in progress**, 2 of 12 steps done (1 of 3 fit parts); next: `fit-axml-pw`. This page is "
         "rewritten whenever the run stops or ends.")
     parts = {"models": ["axml"], "parts": 2, "mlm_init": None}
-    assert "1 of 14 steps done (1 of 6 fit parts); next: `fit-axml-pw-part1`" in study._status(
-        parts, {"fit-axml-normal-part1": done, "fit-axml-pw-part1": {"seconds_before_resume": 9.0}})
+    assert "1 of 14 steps done (1 of 6 fit parts); next: `fit-axml-normal-part2`" in study._status(
+        parts, {"fit-axml-normal-part1": done, "fit-axml-normal-part2": {"seconds_before_resume": 9.0}})
+    # the masked LM is made after the bins, when the attacks need it
+    assert study.plan(["axml"], 1, mlm=True)[-6:-4] == ["bins", "mlm"]
