@@ -8,10 +8,8 @@ Two models, as in the paper: AttentionXML (``axml``) and APLC-XLNet (``aplc``: a
 small XLNet trained from scratch with a tokenizer the project trains, configs/demo_aplc.yaml's recipe), each with
 the normal, PW and PW-cb losses on the same step budget per model.
 
-Steps (each skipped when its output exists, so a stopped study resumes where it stopped):
-  mlm            python -m xmtc.attack.mlm --init minilm: the masked LM for substitutions, fine-tuned from the
-                 pretrained all-MiniLM-L6-v2 of xmtc[minilm] on the training split (--mlm-init scratch: trained from
-                 scratch; --masked-lm names a real one, e.g. a local bert-base-cased copy, and skips the step);
+Steps, one model and loss at a time (each skipped when its output exists, so a stopped study resumes where it
+stopped; with --store DIR on a fresh machine too, scripts/run_store.py):
   tokenizer      python -m xmtc.data.train_tokenizer: APLC-XLNet's subword tokenizer on the training split;
   fit-M-L-partI  python -m xmtc fit for model M and loss L, one part (one "epoch" of limit_train_batches steps,
                  validated at its end) per command, each part resuming from the last one's last.ckpt (a crashed
@@ -21,6 +19,10 @@ Steps (each skipped when its output exists, so a stopped study resumes where it 
   bins           per model, L (min_labels_per_bin): the finest binning of the correctly classified test pairs
                  in which every bin holds at least --samples-per-bin pairs (the paper's binning walks up from the
                  rarest label a model gets right, so the rarest bin holds it);
+  mlm            python -m xmtc.attack.mlm --init minilm, when the attacks need it: the masked LM for substitutions,
+                 fine-tuned from the pretrained all-MiniLM-L6-v2 of xmtc[minilm] on the training split (--mlm-init
+                 scratch: trained from scratch; --masked-lm names a real one, e.g. a local bert-base-cased copy, and
+                 skips the step);
   attack-M-*     python -m xmtc attack: positive; negative with and without label clusters (normal model);
                  the loss comparison on pairs all three models classify correctly (--compare, paper §4.3.2);
                  an interrupted attack resumes by itself from its results.jsonl;
@@ -51,6 +53,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import run_store  # noqa: E402 (the sibling script: the durable store of a long run)
+
 LOSSES = ("normal", "pw", "pwcb")
 MODELS = ("axml", "aplc")
 MODEL_NAMES = {"axml": "AttentionXML", "aplc": "APLC-XLNet"}
@@ -158,17 +164,32 @@ class OutOfTime(RuntimeError):
 
 class Steps:
     """Runs the steps, records commands and wall-clock in ``steps.json``, skips what is done (the study's and
-    ``scripts/robust_training.py``'s). ``args``: ``out``, ``in_process`` and optionally ``hours``."""
+    ``scripts/robust_training.py``'s). ``args``: ``out``, ``in_process`` and optionally ``hours`` and ``store`` (a
+    durable store, ``scripts/run_store.py``: restored from at the start, saved to after every step)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.a = args
         self.out = Path(args.out)
+        self.store = Path(args.store) if getattr(args, "store", None) else None
+        if self.store is not None:
+            restored = run_store.restore(self.store, REPO)
+            if restored:
+                print(f"[study] restored {len(restored)} files from the store {self.store}", flush=True)
         self.out.mkdir(parents=True, exist_ok=True)
         self.steps_file = self.out / "steps.json"
         self.steps: dict[str, Any] = json.loads(self.steps_file.read_text()) if self.steps_file.exists() else {}
         self.failed: list[str] = []
         hours = getattr(args, "hours", None)
         self.deadline = time.monotonic() + 3600 * hours if hours else None
+
+    def store_contents(self) -> tuple[list[Path], list[Path], dict[Path, run_store.Keep]]:
+        """What the store keeps: folders of small files, whole folders, checkpoints and their form."""
+        return [self.out], [], {}
+
+    def save_store(self) -> None:
+        if self.store is not None:
+            dirs, whole, checkpoints = self.store_contents()
+            run_store.save(self.store, REPO, dirs, whole, checkpoints)
 
     def time_left(self) -> float:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
@@ -200,6 +221,7 @@ class Steps:
             self.steps[name] = {"seconds_before_resume": round(earlier + time.perf_counter() - began, 1),
                                 "failed": str(e)[-500:]}
             self.steps_file.write_text(json.dumps(self.steps, indent=2))
+            self.save_store()
             if not (isinstance(e, StepFailed) and name.startswith("attack-")):
                 raise
             # an attack that cannot run (e.g. a bin without negative pairs) must not stop the others or the report
@@ -211,6 +233,7 @@ class Steps:
                             "commands": [" ".join(cmd if cmd[0] == "#" else map(_quote, cmd)) for cmd in commands],
                             "finished": dt.datetime.now().isoformat(timespec="seconds")}
         self.steps_file.write_text(json.dumps(self.steps, indent=2))
+        self.save_store()
         print(f"[study] {name}: {seconds:.0f} s", flush=True)
 
     def run(self, commands: list[list[str]], argv: list[str]) -> None:
@@ -300,6 +323,25 @@ class Study(Steps):
         self.step("tokenizer", lambda: (Path(self.tokenizer) / "tokenizer.json").exists(), lambda c: self.run(c, [
             "-m", "xmtc.data.train_tokenizer", "--data", self.a.data, "--output", self.tokenizer,
             *self.scale.tokenizer]))
+
+    def store_contents(self) -> tuple[list[Path], list[Path], dict[Path, run_store.Keep]]:
+        """The run's small files, the tokenizer and masked LM the study made, and of the checkpoints: a finished
+        run's best weights (what test, bins and attacks read); the unfinished run's last.ckpt whole (to resume
+        training exactly) and its best weights so far (the best of the finished run may be an earlier part's)."""
+        made = [*([self.tokenizer] if "aplc" in self.models else []), *([] if self.a.masked_lm else [self.mlm])]
+        whole = [Path(p) for p in made if Path(p).is_dir()]
+        checkpoints: dict[Path, run_store.Keep] = {}
+        for model in self.models:
+            for loss in LOSSES:
+                root = self.fit_root(model, loss)
+                if (root / "fit.json").exists():
+                    checkpoints[Path(json.loads((root / "fit.json").read_text())["best"])] = "weights"
+                    continue
+                lasts = sorted(root.glob("fit-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+                if lasts:
+                    checkpoints[best_checkpoint(lasts[-1])] = "weights"
+                    checkpoints[lasts[-1]] = "whole"  # last.ckpt itself where it is the best
+        return [self.out], whole, checkpoints
 
     def fit_root(self, model: str, loss: str) -> Path:
         return self.out / "train" / model / loss
@@ -414,6 +456,7 @@ class Study(Steps):
         began = time.perf_counter()
         write_report(self.out, report, data_dir=Path(self.a.data))
         print(f"[study] report: {report} ({time.perf_counter() - began:.1f} s)")
+        self.save_store()
         if stopped:
             print(f"[study] stopped: {stopped}; run the same command again to go on", flush=True)
             return report
@@ -1066,7 +1109,8 @@ def _loss_args(text: str) -> tuple[str, list[str]]:
     return loss, shlex.split(args)
 
 
-def main(argv: Sequence[str] | None = None) -> Path | list[Path]:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, every path made relative to the repository (the commands run there, recorded that way)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--data", default="data/eurlex57k")
@@ -1097,19 +1141,28 @@ def main(argv: Sequence[str] | None = None) -> Path | list[Path]:
                    help="stop after this many hours where a rerun resumes (no fit part is started that the time left "
                         "would not hold; a running attack is stopped and resumes from its results.jsonl); the report "
                         "is written from what is done")
-    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the run's files")
+    p.add_argument("--store", default=None,
+                   help="a durable store to commit (e.g. runs/study-eurlex-cpu): what the run needs to go on from a "
+                        "fresh machine, restored at the start and saved after every step (scripts/run_store.py)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite the report from the run's files (and save the store)")
     p.add_argument("--redraw-figure2", metavar="REPORT", default=None,
                    help="only redraw REPORT's Figure 2 PNG from the per-bin counts REPORT prints (no run files needed)")
     p.add_argument("--in-process", action="store_true", help="run the xmtc commands in this process (tests)")
     p.add_argument("extra", nargs="*", help="more xmtc overrides for every fit/test/attack (after --)")
     a = p.parse_args(argv)
     a.loss_args = {loss: args for loss, args in a.loss_args}
-    # every path relative to the repository (the commands run there and are recorded that way)
     a.out = _rel(a.out or f"logs/study-eurlex-{a.scale}")
     a.data = _rel(a.data)
     a.report = _rel(a.report) if a.report else None
+    a.store = _rel(a.store) if a.store else None
     a.masked_lm = _rel(a.masked_lm) if a.masked_lm and Path(a.masked_lm).exists() else a.masked_lm
     a.encoder_path = _rel(a.encoder_path) if a.encoder_path and Path(a.encoder_path).exists() else a.encoder_path
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> Path | list[Path]:
+    a = parse_args(argv)
     if a.redraw_figure2:  # needs nothing else: no run directory, no data
         return sorted(figure2_from_report(Path(a.redraw_figure2)))
     os.chdir(REPO)
@@ -1117,7 +1170,9 @@ def main(argv: Sequence[str] | None = None) -> Path | list[Path]:
     if a.report_only:
         report = Path(a.report) if a.report else (
             study.out / "study_eurlex.md" if a.scale == "smoke" else Path("docs/study_eurlex.md"))
-        return write_report(study.out, report, Path(a.data))
+        written = write_report(study.out, report, Path(a.data))
+        study.save_store()
+        return written
     return study.all()
 
 

@@ -4,10 +4,12 @@ corpus (CI has no EURLEX57K), resume included."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 from toydata import REPO, load_script, write_axml
 
 from xmtc.attack.report import wilson_interval
@@ -20,9 +22,10 @@ def study():
     return load_script("study_eurlex")
 
 
-def _args(data: Path, out: Path, mlm: Path, encoder: Path) -> list[str]:
+def _args(data: Path, out: Path, mlm: Path, encoder: Path, store: Path | None = None) -> list[str]:
     # k = 2 of 5 toy labels, so that negative targets exist; the toy model needs a few epochs to learn anything
-    return ["--scale", "smoke", "--data", str(data), "--out", str(out), "--masked-lm", str(mlm),
+    return [*(["--store", str(store)] if store else []),
+            "--scale", "smoke", "--data", str(data), "--out", str(out), "--masked-lm", str(mlm),
             "--encoder-path", str(encoder), "--in-process",
             "--attack-args", "--settings.k=2 --settings.max_change_rate=0.3 --settings.batch_size=16",
             "--parts", str(PARTS), "--", "--trainer.enable_model_summary=false"]
@@ -251,8 +254,8 @@ def test_study_pipeline_on_toy_data_resumes_and_reports(study, tmp_path, tiny_at
     monkeypatch.chdir(REPO)
     mlm, encoder = tiny_attack_models
     data = write_axml(tmp_path / "toy", {"train": 160, "dev": 30, "test": 50})
-    out = tmp_path / "run"
-    report = study.main(_args(data, out, mlm, encoder))
+    out, store = tmp_path / "run", tmp_path / "store"
+    report = study.main(_args(data, out, mlm, encoder, store))
     assert report == out / "study_eurlex.md"
 
     steps = json.loads((out / "steps.json").read_text())
@@ -290,15 +293,34 @@ def test_study_pipeline_on_toy_data_resumes_and_reports(study, tmp_path, tiny_at
     assert "**F1** (APLC-XLNet)" in text
     assert all((out / f"study_eurlex_figure2_{m}.png").stat().st_size > 5000 for m in models)
 
-    # a part that stopped after its checkpoint was written goes on from last.ckpt; done steps are skipped
-    (out / "train" / "axml" / "pw" / f"part{PARTS}.json").unlink()
-    (out / "train" / "axml" / "pw" / "fit.json").unlink()
-    study.main(_args(data, out, mlm, encoder))
+    # the store holds what a fresh machine needs: every finished run's best weights, no training state
+    stored = lambda pattern: sorted(store.rglob(pattern))  # noqa: E731
+    assert len(stored("*.ckpt")) == 6 and not stored("last.ckpt")
+    for ckpt in stored("*.ckpt"):
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        assert "state_dict" in state and "optimizer_states" not in state
+    assert stored("steps.json") and stored("results.jsonl") and stored("tokenizer.json")
+
+    # a part that stopped after its checkpoint was written goes on from last.ckpt, on a fresh machine too: the
+    # store keeps the unfinished run's last.ckpt whole; a test and an attack redone read the stored best weights
+    for marker in (f"part{PARTS}.json", "fit.json"):  # here and in the store, or the store puts them back
+        (out / "train" / "axml" / "pw" / marker).unlink()
+        stored(f"axml/pw/{marker}")[0].unlink()
+    study.Study(study.parse_args(_args(data, out, mlm, encoder, store))).save_store()
+    assert len(stored("last.ckpt")) == 1 and "optimizer_states" in torch.load(
+        stored("last.ckpt")[0], map_location="cpu", weights_only=False)
+    for done in stored("test/aplc/normal/run/metrics.csv") + stored("attacks/aplc/compare-losses/summary.json"):
+        done.unlink()
+    shutil.rmtree(out)
+    study.main(_args(data, out, mlm, encoder, store))
     again = json.loads((out / "steps.json").read_text())
     assert f"axml/pw/fit-{PARTS}/checkpoints/last.ckpt" in again[f"fit-axml-pw-part{PARTS}"]["commands"][0]
     assert again["attack-axml-positive"] == steps["attack-axml-positive"]
+    for redone in ("test-aplc-normal", "attack-aplc-compare-losses"):
+        assert again[redone]["finished"] > steps[redone]["finished"]
     print({name: s["seconds"] for name, s in again.items()})
     assert (out / "train" / "axml" / "pw" / f"fit-{PARTS + 1}").is_dir()
+    assert not stored("last.ckpt")  # the run finished again: its best weights are all the store keeps
 
     # the report alone, from the files
     (out / "study_eurlex.md").unlink()
