@@ -8,8 +8,8 @@ Two models, as in the paper: AttentionXML (``axml``) and APLC-XLNet (``aplc``: a
 small XLNet trained from scratch with a tokenizer the project trains, configs/demo_aplc.yaml's recipe), each with
 the normal, PW and PW-cb losses on the same step budget per model.
 
-Steps, one model and loss at a time (each skipped when its output exists, so a stopped study resumes where it
-stopped; with --store DIR on a fresh machine too, scripts/run_store.py):
+Steps, one model and loss at a time, loss by loss (each skipped when its output exists, so a stopped study resumes
+where it stopped; with --store DIR on a fresh machine too, scripts/run_store.py):
   tokenizer      python -m xmtc.data.train_tokenizer: APLC-XLNet's subword tokenizer on the training split;
   fit-M-L-partI  python -m xmtc fit for model M and loss L, one part (one "epoch" of limit_train_batches steps,
                  validated at its end) per command, each part resuming from the last one's last.ckpt (a crashed
@@ -599,9 +599,10 @@ def _fit_progress(root: Path) -> str:
 def plan(models: Sequence[str], parts: int | None, mlm: bool) -> list[str]:
     """The names of the steps ``Study.all`` runs, in order. One run at a time (all parts of a model and loss, then
     the next): a stop leaves at most one run unfinished, the only one whose optimizer state must be kept (the
-    durable store, ``--store``). The masked LM is made when the attacks need it, not before the fits."""
-    fits = ([f"fit-{m}-{loss}-part{i}" for m in models for loss in LOSSES for i in range(1, parts + 1)] if parts
-            else [f"fit-{m}-{loss}" for m in models for loss in LOSSES])  # the paper scale: one fit command each
+    durable store, ``--store``). Loss by loss, both models (normal first): runs of different lengths alternate, so
+    a session's share more often ends between runs. The masked LM is made when the attacks need it."""
+    fits = ([f"fit-{m}-{loss}-part{i}" for loss in LOSSES for m in models for i in range(1, parts + 1)] if parts
+            else [f"fit-{m}-{loss}" for loss in LOSSES for m in models])  # the paper scale: one fit command each
     return [*(["tokenizer"] if "aplc" in models else []), *fits,
             *(f"test-{m}-{loss}" for m in models for loss in LOSSES), "bins", *(["mlm"] if mlm else []),
             *(f"attack-{m}-{a}" for m in models for a in ATTACKS)]

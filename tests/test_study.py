@@ -260,8 +260,8 @@ def test_study_pipeline_on_toy_data_resumes_and_reports(study, tmp_path, tiny_at
 
     steps = json.loads((out / "steps.json").read_text())
     models, losses = ("axml", "aplc"), ("normal", "pw", "pwcb")
-    # one run at a time, all its parts: a stop leaves at most one run unfinished
-    names = ["tokenizer", *(f"fit-{m}-{loss}-part{i}" for m in models for loss in losses for i in range(1, PARTS + 1)),
+    # one run at a time, all its parts, loss by loss: a stop leaves at most one run unfinished
+    names = ["tokenizer", *(f"fit-{m}-{loss}-part{i}" for loss in losses for m in models for i in range(1, PARTS + 1)),
              *(f"test-{m}-{loss}" for m in models for loss in losses), "bins",
              *(f"attack-{m}-{a}" for m in models
                for a in ("positive", "negative-clusters", "negative-no-clusters", "compare-losses"))]
