@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-SMALL = 5 * 2**20  # larger files (other than the checkpoints asked for and whole folders) are not kept
+SMALL = 50 * 2**20  # larger files (other than the checkpoints asked for and whole folders) are not kept, said so
 CHECKPOINT = ".ckpt"
 Keep = Literal["whole", "weights"]  # whole: resumable training; weights: the model alone (test, attack, scoring)
 TRAINING_STATE = ("optimizer_states", "lr_schedulers")
@@ -68,8 +68,11 @@ def save(store: Path, repo: Path, dirs: Iterable[Path], whole_dirs: Iterable[Pat
     wanted: dict[Path, tuple[Path, Keep | None]] = {}
     for d in dirs:
         for f in d.rglob("*") if d.is_dir() else ():
-            if f.is_file() and f.suffix != CHECKPOINT and not f.name.endswith(".tmp") and f.stat().st_size <= SMALL:
-                wanted[f] = (f, None)
+            if f.is_file() and f.suffix != CHECKPOINT and not f.name.endswith(".tmp"):
+                if f.stat().st_size <= SMALL:
+                    wanted[f] = (f, None)
+                else:
+                    print(f"[store] {f}: {f.stat().st_size / 2**20:.0f} MB, not kept in {store}", flush=True)
     for d in whole_dirs:
         for f in d.rglob("*") if d.is_dir() else ():
             if f.is_file() and not f.name.endswith(".tmp"):

@@ -21,7 +21,8 @@ def _checkpoint(path, value: float) -> None:
                 "lr_schedulers": [{"last_epoch": 3}], "hyper_parameters": {"lr": 0.1}}, path)
 
 
-def test_save_keeps_small_files_and_the_checkpoints_asked_for(store_mod, tmp_path):
+def test_save_keeps_small_files_and_the_checkpoints_asked_for(store_mod, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(store_mod, "SMALL", 1000)
     repo, store = tmp_path / "repo", tmp_path / "store"
     run = repo / "logs" / "run"
     (run / "train").mkdir(parents=True)
@@ -37,6 +38,7 @@ def test_save_keeps_small_files_and_the_checkpoints_asked_for(store_mod, tmp_pat
 
     written = store_mod.save(store, repo, [run], [model], {best: "weights", last: "whole"})
     names = {p.relative_to(store).as_posix() for p in written}
+    assert "cache.bin: 0 MB, not kept in" in capsys.readouterr().out
     assert names == {"logs/run/steps.json", "logs/run/train/metrics.csv", "logs/run/fit-1/best.ckpt",
                      "logs/run/fit-2/last.ckpt", "models/mlm/model.safetensors"}
     slim = torch.load(store / "logs/run/fit-1/best.ckpt", weights_only=False)
