@@ -1000,6 +1000,8 @@ def write_report(out: Path, report: Path, data_dir: Path) -> Path:
                      f"similarity: **{measure}**, "
                      f"threshold {settings['similarity_threshold']}, "
                      f"up to {settings['samples_per_bin']} pairs per bin.")
+    if not settings and not quality:
+        lines.append("(no attack yet: the masked LM is made after the fits, tests and bins)")
     if quality:
         keys = [k for k in quality if k.startswith("top")]
         lines.append(f"Masked LM quality (`{quality.get('init', 'scratch')}`; a masked held-out word among its top-K "
