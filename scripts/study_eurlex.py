@@ -359,6 +359,9 @@ class Study(Steps):
         def part_body(part: int | None) -> Callable[[list[list[str]]], None]:
             def body(commands: list[list[str]]) -> None:
                 attempts = sorted(root.glob("fit-*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+                if not attempts and part and part > 1:  # training from scratch would pass for part `part`
+                    raise StepFailed(f"{root}: part {part - 1} is done but no last.ckpt is there to go on from (a "
+                                     "store keeps only the best weights of a finished run); train the run again")
                 version = f"fit-{len(list(root.glob('fit-*'))) + 1}"
                 budget = [] if part is None else [f"--trainer.max_epochs={part}"]
                 argv = ["-m", "xmtc", "fit", *self.common(loss, model), *self.scale.trainer, *budget,

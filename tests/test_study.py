@@ -349,3 +349,15 @@ def test_status_follows_the_plan_of_study_json(study):
         parts, {"fit-axml-normal-part1": done, "fit-axml-normal-part2": {"seconds_before_resume": 9.0}})
     # the masked LM is made after the bins, when the attacks need it
     assert study.plan(["axml"], 1, mlm=True)[-6:-4] == ["bins", "mlm"]
+
+
+def test_a_later_part_without_a_last_checkpoint_is_refused(study, tmp_path):
+    """A finished run restored from a store has its best weights only: raising --parts must not train from
+    scratch under the name of part 7."""
+    args = study.parse_args(["--scale", "cpu", "--out", str(tmp_path / "run"), "--in-process",
+                             "--data", str(tmp_path / "no-data")])  # without the check: a quick failure, no training
+    s = study.Study(args)
+    (s.fit_root("axml", "normal") / "fit-6" / "checkpoints").mkdir(parents=True)
+    (s.fit_root("axml", "normal") / "part6.json").write_text("{}")
+    with pytest.raises(study.StepFailed, match="part 6 is done but no last.ckpt"):
+        s.fit_step("normal", "axml", only_part=7)
