@@ -61,8 +61,10 @@ demo-aplc: $(VENV)/.installed models/tok-eurlex57k-demo/tokenizer.json
 models/tok-eurlex57k-demo/tokenizer.json: $(VENV)/.installed
 	$(PY) -m xmtc.data.train_tokenizer --data data/eurlex57k-demo --output models/tok-eurlex57k-demo --max-length 256
 
+# One worker per core (at most 4: each holds a few GB), a test file's tests on one worker (their module fixtures
+# are built once); conftest.py gives each worker one torch thread.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 STUDY_CKPT = $(firstword $(wildcard logs/study-eurlex-cpu/train/axml/normal/fit-*/checkpoints/best-*.ckpt))
 
