@@ -48,3 +48,10 @@ def hf_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     texts, labels = toy_corpus(320, seed=3)
     return build_tiny_hf_classifier(tmp_path_factory.mktemp("hf") / "toy-bert", texts, labels)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files that hold a slow test first: make test's workers start the longest work first instead of waiting on
+    it at the end (the order within each group stays)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

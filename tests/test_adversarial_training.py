@@ -240,6 +240,7 @@ def test_aplc_xlnet_trains_with_the_callback(tmp_path):
 # --------------------------------------------------------------------------- DDP, through the CLI and the snippet
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_fit_with_the_snippet_and_log(tmp_path, tiny_attack_models):
     mlm, _ = tiny_attack_models
     data = write_axml(tmp_path / "toy", {"train": 160, "test": 10})

@@ -591,6 +591,7 @@ def test_mixed_precision_keeps_scores_and_loss_in_float32(tokenizer):
     assert model.encoder.word_embedding.weight.grad is not None
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_train_with_the_paper_configs_strategy(fitted, subword_dir, tmp_path):
     """2-process gloo DDP fit with the strategy of the paper configs (a tail cluster without positives in a
     rank's batch gets no gradient there): it learns as the single-process fit does, rank 0 writes the

@@ -322,6 +322,7 @@ def test_callback_logs_curves_tables_and_files_and_leaves_training_unchanged(dat
     assert "RobustnessCallback" in (run_dir / "files" / "xmtc_cli_config.yaml").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_a_single_process_run(data, tiny_attack_models, tmp_path):
     """2-process gloo DDP fit with the callback (and a second one whose time limit stops it at once), then the
     callback alone in one process on the DDP checkpoint: the same pairs give the same attacks."""
