@@ -89,8 +89,8 @@ clean:
 # The paper's study on data/eurlex57k (AttentionXML and APLC-XLNet, each with normal, PW and PW-cb; report in
 # docs/study_eurlex.md). Resumable: run it again after a stop; STUDY_ARGS="--hours 2" ends a session's share cleanly
 # where the next run goes on, and "--store runs/study-eurlex-cpu" keeps what a fresh machine needs to go on in a
-# folder to commit. STUDY_SCALE=cpu (6 parts of 1,000 steps per model and loss, 12-23 minutes an AttentionXML part
-# and 5-9 an APLC-XLNet part on 2 cores, by machine: 5 to 9 hours of training, then the attacks at 200 pairs
+# folder to commit. STUDY_SCALE=cpu (6 parts of 1,000 steps per model and loss, 12-26 minutes an AttentionXML part
+# and 5-11 an APLC-XLNet part on 2 cores, by machine: 5 to 11 hours of training, then the attacks at 200 pairs
 # per bin), paper (the configs as they are, GPUs) or smoke (minutes, numbers meaningless); STUDY_ARGS for more
 # options (scripts/study_eurlex.py --help).
 # How fast each loss head learns (docs/reweighted_losses.md): 4-epoch demo fits per variant, validation P@5 per
